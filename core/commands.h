@@ -1,0 +1,9 @@
+/* commands.h -- the entry point of every `she` subcommand (dispatched by core/main.c).
+ * Each returns the process exit status (cmd.h: 0 ok, 1 failure, 2 usage/configuration). */
+#ifndef SHE_COMMANDS_H
+#define SHE_COMMANDS_H
+
+int she_cmd_version(int argc, char **argv, char **envp);
+int she_cmd_broker(int argc, char **argv, char **envp);
+
+#endif

@@ -1,0 +1,67 @@
+/* main.c -- the `she` multi-call binary: `she <command> [options]`, like git or kcat. */
+#include <stdio.h>
+#include <string.h>
+
+#include "cmd.h"
+#include "commands.h"
+
+typedef struct she_command {
+    const char *name;
+    int (*run)(int argc, char **argv, char **envp);
+    const char *summary;
+} she_command_t;
+
+static const she_command_t commands[] = {
+    {"broker", she_cmd_broker, "run the embedded Kafka broker (librdkafka mock cluster)"},
+    {"version", she_cmd_version, "print versions of she and the libraries it uses"},
+};
+#define N_COMMANDS (sizeof(commands) / sizeof(commands[0]))
+
+static void usage(FILE *out) {
+    fprintf(out, "usage: she <command> [options]\n\n"
+                 "she keeps an LLM search-relevance judge learning from live search logs.\n\n"
+                 "Commands:\n");
+    for (size_t i = 0; i < N_COMMANDS; i++)
+        fprintf(out, "  %-12s %s\n", commands[i].name, commands[i].summary);
+    fprintf(out, "  %-12s %s\n", "help", "this list, or `she help <command>` for one command");
+    fprintf(out, "\nEvery command takes --config FILE, --set key=value and --help; SHE_<KEY>\n"
+                 "environment variables override the file (see `she <command> --help`).\n");
+}
+
+static const she_command_t *find_command(const char *name) {
+    for (size_t i = 0; i < N_COMMANDS; i++)
+        if (strcmp(commands[i].name, name) == 0)
+            return &commands[i];
+    return NULL;
+}
+
+int main(int argc, char **argv) {
+    extern char **environ;
+    if (argc < 2) {
+        usage(stderr);
+        return SHE_EXIT_USAGE;
+    }
+    const char *name = argv[1];
+    if (strcmp(name, "help") == 0 || strcmp(name, "--help") == 0 || strcmp(name, "-h") == 0) {
+        if (argc >= 3 && strcmp(name, "help") == 0) {
+            const she_command_t *cmd = find_command(argv[2]);
+            if (!cmd) {
+                fprintf(stderr, "she: unknown command '%s'\n", argv[2]);
+                return SHE_EXIT_USAGE;
+            }
+            char *help_argv[] = {argv[2], "--help", NULL};
+            return cmd->run(2, help_argv, environ);
+        }
+        usage(stdout);
+        return SHE_EXIT_OK;
+    }
+    if (strcmp(name, "--version") == 0)
+        name = "version";
+    const she_command_t *cmd = find_command(name);
+    if (!cmd) {
+        fprintf(stderr, "she: unknown command '%s' (see `she help`)\n", name);
+        return SHE_EXIT_USAGE;
+    }
+    argv[1] = (char *)cmd->name;
+    return cmd->run(argc - 1, argv + 1, environ);
+}
