@@ -17,7 +17,9 @@ build: deps
 	@grep -A8 'she configuration:' $(BUILD).cmake.log
 	@cmake --build $(BUILD) -j$(JOBS)
 
+# GPU tests first, verbosely, so a machine without a device shows why they skip; then all.
 test: build
+	@cd $(BUILD) && (ctest -L gpu -V 2>&1 | grep -E '^[0-9]+: skipped:' || true)
 	@cd $(BUILD) && ctest --output-on-failure -j$(JOBS)
 
 demo: build
