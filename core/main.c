@@ -12,6 +12,7 @@ typedef struct she_command {
 } she_command_t;
 
 static const she_command_t commands[] = {
+    {"bench", she_cmd_bench, "measure engine training and generation throughput"},
     {"broker", she_cmd_broker, "run the embedded Kafka broker (librdkafka mock cluster)"},
     {"version", she_cmd_version, "print versions of she and the libraries it uses"},
 };
