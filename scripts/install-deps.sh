@@ -12,6 +12,7 @@ packages=(
     librdkafka-dev libavro-dev libjansson-dev libopenblas-dev libmicrohttpd-dev
     openmpi-bin libopenmpi-dev
     kcat python3 python3-pip
+    prometheus  # promtool for test_metrics_promtool; issue 7 scrape tests
 )
 
 missing=()
