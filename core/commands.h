@@ -6,5 +6,6 @@
 int she_cmd_version(int argc, char **argv, char **envp);
 int she_cmd_broker(int argc, char **argv, char **envp);
 int she_cmd_bench(int argc, char **argv, char **envp);
+int she_cmd_gen_data(int argc, char **argv, char **envp);
 
 #endif

@@ -14,6 +14,7 @@ typedef struct she_command {
 static const she_command_t commands[] = {
     {"bench", she_cmd_bench, "measure engine training and generation throughput"},
     {"broker", she_cmd_broker, "run the embedded Kafka broker (librdkafka mock cluster)"},
+    {"gen-data", she_cmd_gen_data, "write a seeded synthetic query log with step ground truth"},
     {"version", she_cmd_version, "print versions of she and the libraries it uses"},
 };
 #define N_COMMANDS (sizeof(commands) / sizeof(commands[0]))
