@@ -5,15 +5,7 @@
 extern "C" {
 #include "cuda_device.h"
 }
-
-/* Tier-3 check for CUDA runtime calls inside functions returning she_err_t. */
-#define SHE_TRY_CUDA(call)                                                                    \
-    do {                                                                                      \
-        cudaError_t she_cuda_err_ = (call);                                                   \
-        if (she_cuda_err_ != cudaSuccess)                                                     \
-            return she_errf(SHE_ERR_CUDA, errstr, errstr_size, "%s:%d: %s: %s", __FILE__,    \
-                            __LINE__, #call, cudaGetErrorString(she_cuda_err_));              \
-    } while (0)
+#include "cuda_check.h"
 
 extern "C" int she_cuda_device_count(char *errstr, size_t errstr_size) {
     int n = 0;

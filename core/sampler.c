@@ -7,7 +7,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define STOP_TAIL 256 /* bytes of decoded output kept per row to look for stop strings */
 
 struct she_sampler_s {
     const she_model_t *m;
@@ -29,7 +28,7 @@ struct she_sampler_s {
     int *sel_row;                 /* (chunk) cache row of each selected logits row */
     int *logit_row;               /* (max_batch) slot of each row's logits in `logits`, -1 none */
     uint64_t *rng;                /* (max_batch) */
-    char *tail;                   /* (max_batch, STOP_TAIL) */
+    char *tail;                   /* (max_batch, SHE_SAMPLE_STOP_TAIL) */
     int *tail_len;                /* (max_batch) */
     float *block;                 /* the one float allocation everything above points into */
 };
@@ -62,7 +61,7 @@ she_err_t she_sampler_new(const she_model_t *m, int max_batch, int max_seq, she_
     s->want = malloc(C);
     s->len = malloc((size_t)(5 * max_batch + C) * sizeof(int));
     s->rng = malloc((size_t)max_batch * sizeof(uint64_t));
-    s->tail = malloc((size_t)max_batch * STOP_TAIL);
+    s->tail = malloc((size_t)max_batch * SHE_SAMPLE_STOP_TAIL);
     if (!s->block || !s->cand || !s->row_of || !s->want || !s->len || !s->rng || !s->tail) {
         she_sampler_free(s);
         return she_errf(SHE_ERR_NOMEM, errstr, errstr_size,
@@ -225,6 +224,10 @@ static int logits_for_selected(she_sampler_t *s, int n_sel, int first) {
     return n_sel;
 }
 
+uint64_t she_sample_row_seed(uint64_t seed, int row) {
+    return seed ^ (0xD1B54A32D192ED03ull * (uint64_t)(row + 1));
+}
+
 static uint64_t splitmix64(uint64_t *state) {
     uint64_t z = (*state += 0x9E3779B97F4A7C15ull);
     z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
@@ -269,8 +272,7 @@ static void select_top_k(int32_t *cand, int n, int k, const float *probs) {
     }
 }
 
-/* Samples one token from logits z (V) -- see sampler.h for what logp and logp_trunc are. */
-static int32_t sample_row(const float *z, int V, const she_sample_params_t *p, uint64_t *rng,
+int32_t she_sample_draw(const float *z, int V, const she_sample_params_t *p, uint64_t *rng,
                           float *probs, int32_t *cand, float *logp, float *logp_trunc) {
     float inv_t = p->temperature > 0.0f ? 1.0f / p->temperature : 1.0f;
     float mx = -INFINITY;
@@ -330,8 +332,7 @@ static int32_t sample_row(const float *z, int V, const she_sample_params_t *p, u
     return tok;
 }
 
-/* Appends tok's text to row b's tail and reports whether a stop string now ends it. */
-static int hits_stop_string(she_sampler_t *s, int b, int32_t tok, const she_sample_params_t *p) {
+int she_sample_hits_stop_string(char *tail, int *tl, int32_t tok, const she_sample_params_t *p) {
     if (!p->n_stop_strings || !p->tok)
         return 0;
     char piece[128];
@@ -340,16 +341,14 @@ static int hits_stop_string(she_sampler_t *s, int b, int32_t tok, const she_samp
     if (she_tokenizer_decode(p->tok, &tok, 1, 0, piece, sizeof(piece), &plen, err, sizeof(err)) !=
         SHE_OK)
         plen = plen < sizeof(piece) ? plen : sizeof(piece);
-    char *tail = s->tail + (size_t)b * STOP_TAIL;
-    int *tl = &s->tail_len[b];
-    if ((size_t)*tl + plen > STOP_TAIL) {
+    if ((size_t)*tl + plen > SHE_SAMPLE_STOP_TAIL) {
         /* keep the last half: stop strings are short */
-        int keep = STOP_TAIL / 2 < *tl ? STOP_TAIL / 2 : *tl;
+        int keep = SHE_SAMPLE_STOP_TAIL / 2 < *tl ? SHE_SAMPLE_STOP_TAIL / 2 : *tl;
         memmove(tail, tail + *tl - keep, (size_t)keep);
         *tl = keep;
     }
-    if (plen > STOP_TAIL - (size_t)*tl)
-        plen = STOP_TAIL - (size_t)*tl;
+    if (plen > SHE_SAMPLE_STOP_TAIL - (size_t)*tl)
+        plen = SHE_SAMPLE_STOP_TAIL - (size_t)*tl;
     int before = *tl;
     memcpy(tail + *tl, piece, plen);
     *tl += (int)plen;
@@ -365,7 +364,7 @@ static int hits_stop_string(she_sampler_t *s, int b, int32_t tok, const she_samp
     return 0;
 }
 
-static int is_stop_id(const she_sample_params_t *p, int32_t tok) {
+int she_sample_is_stop_id(const she_sample_params_t *p, int32_t tok) {
     for (int i = 0; i < p->n_stop_ids; i++)
         if (p->stop_ids[i] == tok)
             return 1;
@@ -410,7 +409,7 @@ she_err_t she_sampler_generate(she_sampler_t *s, const int32_t *const *prompts,
                 s->leader[b] = s->leader[a];
                 break;
             }
-        s->rng[b] = seed ^ (0xD1B54A32D192ED03ull * (uint64_t)(b + 1));
+        s->rng[b] = she_sample_row_seed(seed, b);
         s->len[b] = 0;
         s->tail_len[b] = 0;
         s->logit_row[b] = -1;
@@ -465,7 +464,7 @@ she_err_t she_sampler_generate(she_sampler_t *s, const int32_t *const *prompts,
             const float *z = s->logits + (size_t)s->logit_row[s->logit_row[b] >= 0 ? b : s->leader[b]] * V;
             int th = omp_get_thread_num();
             float lp, lpt;
-            int32_t tok = sample_row(z, V, p, &s->rng[b], s->probs + (size_t)th * V,
+            int32_t tok = she_sample_draw(z, V, p, &s->rng[b], s->probs + (size_t)th * V,
                                      s->cand + (size_t)th * V, &lp, &lpt);
             size_t at = (size_t)b * M + step;
             out_tokens[at] = tok;
@@ -480,10 +479,11 @@ she_err_t she_sampler_generate(she_sampler_t *s, const int32_t *const *prompts,
             int32_t tok = out_tokens[(size_t)b * M + step];
             she_finish_t why = SHE_FINISH_LENGTH;
             int done = step == M - 1;
-            if (is_stop_id(p, tok)) {
+            if (she_sample_is_stop_id(p, tok)) {
                 done = 1;
                 why = SHE_FINISH_STOP_TOKEN;
-            } else if (hits_stop_string(s, b, tok, p)) {
+            } else if (she_sample_hits_stop_string(s->tail + (size_t)b * SHE_SAMPLE_STOP_TAIL,
+                                                   &s->tail_len[b], tok, p)) {
                 done = 1;
                 why = SHE_FINISH_STOP_STRING;
             }

@@ -69,6 +69,24 @@ she_err_t she_sampler_generate(she_sampler_t *s, const int32_t *const *prompts,
                                float *out_logp_trunc, int *out_lens, she_finish_t *finish,
                                char *errstr, size_t errstr_size);
 
+/* ---- the draw, shared by every backend (the CUDA sampler calls these on the host) ---- */
+
+/* Bytes of decoded output kept per row to look for stop strings. */
+#define SHE_SAMPLE_STOP_TAIL 256
+
+/* The generator state of row `row` for a generate call with `seed`. */
+uint64_t she_sample_row_seed(uint64_t seed, int row);
+/* Draws one token from logits z (V) under p (see above for logp and logp_trunc); probs and cand
+ * are V-sized scratch. */
+int32_t she_sample_draw(const float *z, int V, const she_sample_params_t *p, uint64_t *rng,
+                        float *probs, int32_t *cand, float *logp, float *logp_trunc);
+/* 1 if tok is one of p's stop ids. */
+int she_sample_is_stop_id(const she_sample_params_t *p, int32_t tok);
+/* Appends tok's text to a row's tail (SHE_SAMPLE_STOP_TAIL bytes, *tail_len used) and returns 1
+ * if a stop string of p now ends inside it (0 without stop strings or tokenizer). */
+int she_sample_hits_stop_string(char *tail, int *tail_len, int32_t tok,
+                                const she_sample_params_t *p);
+
 /* Floating-point operations of generating n_new tokens per row after prompts of prompt_len,
  * for B rows (projections 2 * matrix params per token, attention 4 * L * D * context). */
 double she_sampler_flops(const she_model_config_t *cfg, int B, int prompt_len, int n_new);
