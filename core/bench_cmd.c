@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "bench.h"
+#include "dist.h"
 #include "cmd.h"
 #include "commands.h"
 
@@ -26,6 +27,9 @@ static const she_conf_def_t bench_defs[] = {
     {"bench.sgemm.reps", SHE_CONF_INT, "7", "repetitions per sgemm shape", 1, 100, NULL, NULL},
     {"bench.train", SHE_CONF_BOOL, "true", "run the training benchmark", 0, 0, NULL, NULL},
     {"bench.generate", SHE_CONF_BOOL, "true", "run the generation benchmark", 0, 0, NULL, NULL},
+    {"bench.allreduce.mb", SHE_CONF_INT, "0",
+     "all-reduce bandwidth over this many MiB across the ranks of the launch (mpirun or "
+     "SHE_WORLD_SIZE/SHE_RANK/SHE_MASTER_ADDR); 0 = skip", 0, 4096, NULL, "allreduce-mb"},
     {NULL, 0, NULL, NULL, 0, 0, NULL, NULL},
 };
 
@@ -119,6 +123,25 @@ int she_cmd_bench(int argc, char **argv, char **envp) {
                    sg_rows);
             fflush(stdout);
         }
+    }
+    int mb = (int)she_conf_get_int(conf, "bench.allreduce.mb");
+    if (mb > 0) {
+        she_dist_config_t dc;
+        she_dist_t *d = NULL;
+        she_dist_bench_t db;
+        err = she_dist_config_from_env(&dc, errstr, sizeof(errstr));
+        if (err == SHE_OK)
+            err = she_dist_init(&dc, &d, errstr, sizeof(errstr));
+        if (err == SHE_OK)
+            err = she_dist_bench_allreduce(d, (size_t)mb << 20, 5, &db, errstr, sizeof(errstr));
+        if (err == SHE_OK && she_dist_rank(d) == 0)
+            printf("allreduce_backend=%s\nallreduce_ranks=%d\nallreduce_mib=%d\n"
+                   "allreduce_s=%.4f\nallreduce_algbw_gbs=%.3f\nallreduce_busbw_gbs=%.3f\n",
+                   she_dist_backend_name(she_dist_backend(d)), she_dist_world(d), mb, db.seconds,
+                   db.algbw_gbs, db.busbw_gbs);
+        she_dist_free(d);
+        if (err != SHE_OK)
+            goto fail;
     }
     she_cmd_fini(&env);
     return SHE_EXIT_OK;

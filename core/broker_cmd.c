@@ -2,7 +2,6 @@
  *
  * Fault control for tests: SIGUSR1 takes broker `broker.fault.id` down (all by default),
  * SIGUSR2 brings it back up.  Data survives both, because the process keeps running. */
-#include <errno.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
@@ -10,6 +9,7 @@
 
 #include "broker.h"
 #include "cmd.h"
+#include "dataset.h"
 #include "commands.h"
 #include "kafka.h"
 #include "signals.h"
@@ -33,19 +33,10 @@ static const she_conf_def_t broker_defs[] = {
 /* Written to a temporary name and renamed, so a waiting reader never sees half a line. */
 static she_err_t write_bootstrap_file(const char *path, const char *bootstrap, char *errstr,
                                       size_t errstr_size) {
-    char tmp[4096];
-    snprintf(tmp, sizeof(tmp), "%s.tmp.%d", path, (int)getpid());
-    FILE *f = fopen(tmp, "w");
-    if (!f)
-        return she_errf(SHE_ERR_IO, errstr, errstr_size, "cannot write '%s': %s", tmp,
-                        strerror(errno));
-    fprintf(f, "%s\n", bootstrap);
-    if (fclose(f) != 0 || rename(tmp, path) != 0) {
-        unlink(tmp);
-        return she_errf(SHE_ERR_IO, errstr, errstr_size, "cannot write '%s': %s", path,
-                        strerror(errno));
-    }
-    return SHE_OK;
+    she_outfile_t of;
+    SHE_TRY(she_outfile_open(&of, path, errstr, errstr_size));
+    fprintf(of.f, "%s\n", bootstrap);
+    return she_outfile_close(&of, 1, errstr, errstr_size);
 }
 
 int she_cmd_broker(int argc, char **argv, char **envp) {

@@ -1,4 +1,5 @@
-/* cuda_check.h -- tier-3 check macros for CUDA, cuBLAS and kernel launches (.cu files only).
+/* cuda_check.h -- tier-3 check macros for CUDA, cuBLAS and kernel launches (SHE_LAUNCH: .cu
+ * files only; the others also from C files built with CUDA).
  * Each names the call, the file and the line; they need `errstr` and `errstr_size` in scope and
  * return SHE_ERR_CUDA from the enclosing she_err_t function. */
 #ifndef SHE_CUDA_CHECK_H
@@ -7,9 +8,13 @@
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
 
+#ifdef __cplusplus
 extern "C" {
+#endif
 #include "error.h"
+#ifdef __cplusplus
 }
+#endif
 
 #define SHE_TRY_CUDA(call)                                                                    \
     do {                                                                                      \

@@ -22,7 +22,7 @@
 #include <mpi.h>
 #endif
 #ifdef SHE_HAVE_CUDA
-#include <cuda_runtime.h>
+#include "cuda_check.h"
 /* nccl.h declares a few functions with C++-style empty parameter lists */
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wstrict-prototypes"
@@ -572,14 +572,6 @@ static she_err_t mpi_init(she_dist_t *d, char *errstr, size_t errstr_size) {
 /* ---- NCCL ---- */
 #ifdef SHE_HAVE_CUDA
 
-#define SHE_TRY_CUDA_RT(call)                                                              \
-    do {                                                                                   \
-        cudaError_t she_cuda_err_ = (call);                                                \
-        if (she_cuda_err_ != cudaSuccess)                                                  \
-            return she_errf(SHE_ERR_CUDA, errstr, errstr_size, "%s:%d: %s: %s", __FILE__, \
-                            __LINE__, #call, cudaGetErrorString(she_cuda_err_));           \
-    } while (0)
-
 /* ncclInProgress is not a failure: the communicator is non-blocking and nccl_wait finishes it. */
 #define SHE_TRY_NCCL(call)                                                                    \
     do {                                                                                      \
@@ -631,8 +623,8 @@ static she_err_t host_broadcast(she_dist_t *d, void *buf, size_t bytes, int root
  * side (MPI or the TCP star) and every rank joins with a non-blocking init under the deadline. */
 static she_err_t nccl_init(she_dist_t *d, double deadline, char *errstr, size_t errstr_size) {
     int dev = d->cfg.cuda_device >= 0 ? d->cfg.cuda_device : d->cfg.local_rank;
-    SHE_TRY_CUDA_RT(cudaSetDevice(dev));
-    SHE_TRY_CUDA_RT(cudaStreamCreateWithFlags(&d->stream, cudaStreamNonBlocking));
+    SHE_TRY_CUDA(cudaSetDevice(dev));
+    SHE_TRY_CUDA(cudaStreamCreateWithFlags(&d->stream, cudaStreamNonBlocking));
     ncclUniqueId id;
     memset(&id, 0, sizeof(id));
     if (d->cfg.rank == 0)

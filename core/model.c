@@ -755,14 +755,12 @@ static int row_active(const she_model_t *m, size_t r) {
     return m->a.mask[r] && m->a.targets[r] >= 0;
 }
 
-she_err_t she_model_forward(she_model_t *m, const int32_t *tokens, const uint8_t *mask,
-                            const int32_t *targets, int B, int T, float temperature, float *logp,
-                            float *entropy, char *errstr, size_t errstr_size) {
-    const she_model_config_t *c = &m->cfg;
-    if (B <= 0 || T <= 0 || B > m->max_batch || T > m->max_seq)
+she_err_t she_model_check_batch(const she_model_config_t *c, int max_batch, int max_seq,
+                                const int32_t *tokens, const int32_t *targets, int B, int T,
+                                float temperature, char *errstr, size_t errstr_size) {
+    if (B <= 0 || T <= 0 || B > max_batch || T > max_seq)
         return she_errf(SHE_ERR_INVALID, errstr, errstr_size,
-                        "batch %d x %d outside the reserved %d x %d", B, T, m->max_batch,
-                        m->max_seq);
+                        "batch %d x %d outside the reserved %d x %d", B, T, max_batch, max_seq);
     if (!(temperature > 0.0f))
         return she_errf(SHE_ERR_INVALID, errstr, errstr_size, "temperature %g must be > 0",
                         (double)temperature);
@@ -777,6 +775,16 @@ she_err_t she_model_forward(she_model_t *m, const int32_t *tokens, const uint8_t
                             "target %d at [%zu, %zu] outside the vocabulary (%d)", targets[r],
                             r / T, r % T, c->vocab_size);
     }
+    return SHE_OK;
+}
+
+she_err_t she_model_forward(she_model_t *m, const int32_t *tokens, const uint8_t *mask,
+                            const int32_t *targets, int B, int T, float temperature, float *logp,
+                            float *entropy, char *errstr, size_t errstr_size) {
+    const she_model_config_t *c = &m->cfg;
+    SHE_TRY(she_model_check_batch(c, m->max_batch, m->max_seq, tokens, targets, B, T, temperature,
+                                  errstr, errstr_size));
+    size_t N = (size_t)B * T;
     she_model_acts_t *a = &m->a;
     m->B = B;
     m->T = T;

@@ -201,6 +201,12 @@ she_err_t she_model_forward(she_model_t *m, const int32_t *tokens, const uint8_t
                             const int32_t *targets, int B, int T, float temperature, float *logp,
                             float *entropy, char *errstr, size_t errstr_size);
 
+/* The argument checks of she_model_forward (shared with the CUDA backend): SHE_ERR_INVALID for a
+ * batch outside max_batch x max_seq, temperature <= 0, or token / target ids out of range. */
+she_err_t she_model_check_batch(const she_model_config_t *c, int max_batch, int max_seq,
+                                const int32_t *tokens, const int32_t *targets, int B, int T,
+                                float temperature, char *errstr, size_t errstr_size);
+
 /* Back-propagates dL/dlogp [B, T] and, if non-NULL, dL/dentropy [B, T] of the last forward
  * (which must have had targets), ADDING into m->grads.  Values at padding positions and where
  * target < 0 are ignored.  Destroys the logits of that forward.  Calling it twice for one

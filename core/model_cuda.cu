@@ -838,24 +838,9 @@ extern "C" she_err_t she_cuda_model_forward(she_cuda_model_t *cm, const int32_t 
                                             int T, float temperature, float *logp, float *entropy,
                                             char *errstr, size_t errstr_size) {
     const she_model_config_t *c = &cm->cfg;
-    if (B <= 0 || T <= 0 || B > cm->max_batch || T > cm->max_seq)
-        return she_errf(SHE_ERR_INVALID, errstr, errstr_size,
-                        "batch %d x %d outside the reserved %d x %d", B, T, cm->max_batch,
-                        cm->max_seq);
-    if (!(temperature > 0.0f))
-        return she_errf(SHE_ERR_INVALID, errstr, errstr_size, "temperature %g must be > 0",
-                        (double)temperature);
+    SHE_TRY(she_model_check_batch(c, cm->max_batch, cm->max_seq, tokens, targets, B, T,
+                                  temperature, errstr, errstr_size));
     size_t N = (size_t)B * T;
-    for (size_t r = 0; r < N; r++) {
-        if (tokens[r] < 0 || tokens[r] >= c->vocab_size)
-            return she_errf(SHE_ERR_INVALID, errstr, errstr_size,
-                            "token %d at [%zu, %zu] outside the vocabulary (%d)", tokens[r],
-                            r / T, r % T, c->vocab_size);
-        if (targets && targets[r] >= c->vocab_size)
-            return she_errf(SHE_ERR_INVALID, errstr, errstr_size,
-                            "target %d at [%zu, %zu] outside the vocabulary (%d)", targets[r],
-                            r / T, r % T, c->vocab_size);
-    }
     SHE_TRY_CUDA(cudaSetDevice(cm->device));
     she_model_acts_t *a = &cm->a;
     cm->B = B;
@@ -1464,17 +1449,9 @@ extern "C" she_err_t she_cuda_sampler_generate(she_cuda_sampler_t *s,
         for (int k = 0; k < n_active; k++) {
             int b = s->active[k];
             int32_t tok = out_tokens[(size_t)b * M + step];
-            she_finish_t why = SHE_FINISH_LENGTH;
-            int done = step == M - 1;
-            if (she_sample_is_stop_id(p, tok)) {
-                done = 1;
-                why = SHE_FINISH_STOP_TOKEN;
-            } else if (she_sample_hits_stop_string(s->tail + (size_t)b * SHE_SAMPLE_STOP_TAIL,
-                                                   &s->tail_len[b], tok, p)) {
-                done = 1;
-                why = SHE_FINISH_STOP_STRING;
-            }
-            if (done) {
+            she_finish_t why;
+            if (she_sample_row_done(p, s->tail + (size_t)b * SHE_SAMPLE_STOP_TAIL,
+                                    &s->tail_len[b], tok, step == M - 1, &why)) {
                 if (finish)
                     finish[b] = why;
                 continue;

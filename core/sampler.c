@@ -364,6 +364,16 @@ int she_sample_hits_stop_string(char *tail, int *tl, int32_t tok, const she_samp
     return 0;
 }
 
+int she_sample_row_done(const she_sample_params_t *p, char *tail, int *tail_len, int32_t tok,
+                        int last, she_finish_t *why) {
+    *why = SHE_FINISH_LENGTH;
+    if (she_sample_is_stop_id(p, tok))
+        *why = SHE_FINISH_STOP_TOKEN;
+    else if (she_sample_hits_stop_string(tail, tail_len, tok, p))
+        *why = SHE_FINISH_STOP_STRING;
+    return last || *why != SHE_FINISH_LENGTH;
+}
+
 int she_sample_is_stop_id(const she_sample_params_t *p, int32_t tok) {
     for (int i = 0; i < p->n_stop_ids; i++)
         if (p->stop_ids[i] == tok)
@@ -477,17 +487,9 @@ she_err_t she_sampler_generate(she_sampler_t *s, const int32_t *const *prompts,
         for (int k = 0; k < n_active; k++) {
             int b = s->active[k];
             int32_t tok = out_tokens[(size_t)b * M + step];
-            she_finish_t why = SHE_FINISH_LENGTH;
-            int done = step == M - 1;
-            if (she_sample_is_stop_id(p, tok)) {
-                done = 1;
-                why = SHE_FINISH_STOP_TOKEN;
-            } else if (she_sample_hits_stop_string(s->tail + (size_t)b * SHE_SAMPLE_STOP_TAIL,
-                                                   &s->tail_len[b], tok, p)) {
-                done = 1;
-                why = SHE_FINISH_STOP_STRING;
-            }
-            if (done) {
+            she_finish_t why;
+            if (she_sample_row_done(p, s->tail + (size_t)b * SHE_SAMPLE_STOP_TAIL,
+                                    &s->tail_len[b], tok, step == M - 1, &why)) {
                 if (finish)
                     finish[b] = why;
                 continue;

@@ -87,6 +87,11 @@ int she_sample_is_stop_id(const she_sample_params_t *p, int32_t tok);
 int she_sample_hits_stop_string(char *tail, int *tail_len, int32_t tok,
                                 const she_sample_params_t *p);
 
+/* After row token `tok` (the row's last allowed one when `last`): 1 if the row ends, with the
+ * reason in *why (stop token, stop string via the row's tail, or length). */
+int she_sample_row_done(const she_sample_params_t *p, char *tail, int *tail_len, int32_t tok,
+                        int last, she_finish_t *why);
+
 /* Floating-point operations of generating n_new tokens per row after prompts of prompt_len,
  * for B rows (projections 2 * matrix params per token, attention 4 * L * D * context). */
 double she_sampler_flops(const she_model_config_t *cfg, int B, int prompt_len, int n_new);
