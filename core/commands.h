@@ -7,5 +7,16 @@ int she_cmd_version(int argc, char **argv, char **envp);
 int she_cmd_broker(int argc, char **argv, char **envp);
 int she_cmd_bench(int argc, char **argv, char **envp);
 int she_cmd_gen_data(int argc, char **argv, char **envp);
+int she_cmd_train_sft(int argc, char **argv, char **envp);
+int she_cmd_evaluate(int argc, char **argv, char **envp);
+int she_cmd_train_rl(int argc, char **argv, char **envp);
+int she_cmd_train_rm(int argc, char **argv, char **envp);
+int she_cmd_train_dpo(int argc, char **argv, char **envp);
+int she_cmd_produce(int argc, char **argv, char **envp);
+int she_cmd_control(int argc, char **argv, char **envp);
+int she_cmd_rollout(int argc, char **argv, char **envp);
+int she_cmd_reward(int argc, char **argv, char **envp);
+int she_cmd_learn(int argc, char **argv, char **envp);
+int she_cmd_pipeline(int argc, char **argv, char **envp);
 
 #endif

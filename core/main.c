@@ -14,7 +14,18 @@ typedef struct she_command {
 static const she_command_t commands[] = {
     {"bench", she_cmd_bench, "measure engine training and generation throughput"},
     {"broker", she_cmd_broker, "run the embedded Kafka broker (librdkafka mock cluster)"},
+    {"control", she_cmd_control, "steer data selection (difficulty band, curriculum) from pass rates"},
+    {"evaluate", she_cmd_evaluate, "judge a labelled log with a checkpoint: metrics and baselines"},
     {"gen-data", she_cmd_gen_data, "write a seeded synthetic query log with step ground truth"},
+    {"learn", she_cmd_learn, "streaming SRPO learner: rewarded groups -> checkpoints, exactly once"},
+    {"pipeline", she_cmd_pipeline, "the streaming loop on one machine (make demo), then an evaluation"},
+    {"produce", she_cmd_produce, "publish search-log samples (CSV/JSONL, files or tail -f) to Kafka"},
+    {"reward", she_cmd_reward, "hybrid stepwise rewards for rollout groups (Kafka consumer)"},
+    {"rollout", she_cmd_rollout, "select samples and generate G responses per prompt (Kafka consumer)"},
+    {"train-dpo", she_cmd_train_dpo, "DPO of the policy: teacher chains over its own wrong ones"},
+    {"train-rl", she_cmd_train_rl, "GRPO / SRPO of the policy with stepwise hybrid rewards"},
+    {"train-rm", she_cmd_train_rm, "train the generative stepwise reward model"},
+    {"train-sft", she_cmd_train_sft, "supervised fine-tuning of the relevance policy"},
     {"version", she_cmd_version, "print versions of she and the libraries it uses"},
 };
 #define N_COMMANDS (sizeof(commands) / sizeof(commands[0]))
