@@ -29,6 +29,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -61,6 +62,8 @@ static pid_t spawn(const char *log, const char *const *args) {
     snprintf(path, sizeof(path), "%s/%s.log", dir, log);
     pid_t pid = fork();
     if (pid == 0) {
+        /* A test killed by its timeout takes its broker and components with it. */
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
         FILE *f = fopen(path, "a");
         if (f) {
             dup2(fileno(f), 1);
