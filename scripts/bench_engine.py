@@ -35,16 +35,28 @@ def main():
     ap.add_argument("--models", default="c1,c2,small,base")
     ap.add_argument("--coretypes", default="unset,Haswell")
     ap.add_argument("--out", default="reports")
+    ap.add_argument("--from-csv", nargs="*", help="only rewrite the report from these CSVs")
+    ap.add_argument("--allreduce", action="store_true",
+                    help="only measure MPI all-reduce bandwidth (2 ranks) into engine-bench-allreduce.csv")
     a = ap.parse_args()
-    rows, commands = [], []
+    if a.allreduce:
+        allreduce(a)
+        return
+    if a.from_csv:
+        rows = []
+        for path in a.from_csv:
+            with open(path) as fh:
+                for r in csv.DictReader(fh):
+                    row = {k: num(v) for k, v in r.items()}
+                    row.setdefault("command", command_for(a.she, row["model"], row["coretype"], row["runs"]))
+                    rows.append(row)
+        save(rows, a)
+        return
+    rows = []
     numeric = None
     for coretype in a.coretypes.split(","):
         for model in a.models.split(","):
-            extra = ["--steps", "5", "--gen-runs", "3"]
-            if model in ("c1", "c2"):
-                extra = ["--steps", "20", "--gen-runs", "3"]
-            if model == "base":
-                extra = ["--steps", "3", "--gen-runs", "2"]
+            extra = bench_args(model)
             runs = []
             for r in range(a.runs):
                 cmd, vals = run_once(a.she, model, coretype, extra)
@@ -52,29 +64,126 @@ def main():
                 print(f"{coretype} {model} run {r}: train {vals.get('train_tokens_per_s')} tok/s "
                       f"ratio {vals.get('train_gflops_ratio')} gen64 ratio {vals.get('gen_b64_gflops_ratio')}",
                       file=sys.stderr, flush=True)
-            envs = "" if coretype == "unset" else f"OPENBLAS_CORETYPE={coretype} "
-            commands.append(f"{envs}OMP_NUM_THREADS=2 {' '.join(cmd)}   # x{a.runs}")
-            row = {"model": model, "coretype": coretype, "runs": a.runs,
+            command = command_for(a.she, model, coretype, a.runs)
+            row = {"model": model, "coretype": coretype, "runs": a.runs, "command": command,
                    "openblas_core": runs[0].get("openblas_core", "")}
-            keys = [k for k in runs[0] if k not in ("model", "openblas_core", "openblas_coretype_env")]
+            keys = [k for k in runs[0] if k not in ("model", "openblas_core", "openblas_coretype_env", "command")]
             for k in keys:
                 try:
                     row[k] = statistics.median(float(v[k]) for v in runs)
                 except (ValueError, KeyError):
                     row[k] = runs[0][k]
             rows.append(row)
+    save(rows, a)
+
+ALLREDUCE_CMD = ("OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMP_NUM_THREADS=1 "
+                 "mpirun -np 2 --oversubscribe {she} bench --model c1 --set bench.train=false "
+                 "--set bench.generate=false --allreduce-mb {mb}")
+
+def allreduce(a):
+    rows = []
+    for mb in (4, 64):
+        cmd = ALLREDUCE_CMD.format(she=a.she, mb=mb)
+        out = subprocess.run(["bash", "-c", cmd], capture_output=True, text=True, check=True).stdout
+        vals = dict(line.split("=", 1) for line in out.splitlines() if line.startswith("allreduce_"))
+        vals["command"] = cmd
+        rows.append(vals)
+        print(vals, file=sys.stderr)
+    os.makedirs(a.out, exist_ok=True)
+    with open(os.path.join(a.out, "engine-bench-allreduce.csv"), "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=sorted(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+
+def allreduce_section(a):
+    path = os.path.join(a.out, "engine-bench-allreduce.csv")
+    if not os.path.exists(path):
+        return []
+    out = ["## All-reduce (CPU ranks, MPI)", "",
+           "Two MPI ranks on this machine's two cores (the data-parallel learner's gradient "
+           "all-reduce; non-blocking MPI_Iallreduce polled against a deadline, see core/dist.c).", "",
+           "| MiB | backend | seconds | algorithm GB/s | bus GB/s |", "|---|---|---|---|---|"]
+    cmds = []
+    with open(path) as fh:
+        for r in csv.DictReader(fh):
+            out.append(f"| {r['allreduce_mib']} | {r['allreduce_backend']} | {float(r['allreduce_s']):.4f} | "
+                       f"{float(r['allreduce_algbw_gbs']):.3f} | {float(r['allreduce_busbw_gbs']):.3f} |")
+            cmds.append(f"    {r['command']}")
+    return out + ["", "Commands:", ""] + cmds + [""]
+
+def bench_args(model):
+    if model in ("c1", "c2"):
+        return ["--steps", "20", "--gen-runs", "3"]
+    if model == "base":
+        return ["--steps", "3", "--gen-runs", "2"]
+    return ["--steps", "5", "--gen-runs", "3"]
+
+def command_for(she, model, coretype, runs):
+    envs = "" if coretype == "unset" else f"OPENBLAS_CORETYPE={coretype} "
+    return (f"{envs}OMP_NUM_THREADS=2 {she} bench --model {model} {' '.join(bench_args(model))}"
+            f"   # x{int(runs)}")
+
+def num(v):
+    try:
+        return float(v)
+    except ValueError:
+        return v
+
+def save(rows, a):
     os.makedirs(a.out, exist_ok=True)
     fields = sorted({k for r in rows for k in r}, key=lambda k: (k not in ("model", "coretype"), k))
     with open(os.path.join(a.out, "engine-bench.csv"), "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=fields)
         w.writeheader()
         w.writerows(rows)
-    write_md(rows, commands, a)
+    write_md(rows, a)
 
 def f(v, fmt="{:.0f}"):
     return fmt.format(v) if isinstance(v, float) else str(v)
 
-def write_md(rows, commands, a):
+def findings(rows):
+    """Scaling from c1 upwards and the effect of a forced OpenBLAS core type, from the data."""
+    out = ["## Findings", ""]
+    base = {r["model"]: r for r in rows if r["coretype"] == "unset"}
+    if "c1" in base:
+        c1 = base["c1"]
+        out.append("Cost growth (core type unset): FLOPs per token and step time relative to c1.")
+        out.append("")
+        out.append("| model | GFLOP per token | x c1 | tokens/s | x c1 | GFLOP/s | ratio to sgemm |")
+        out.append("|---|---|---|---|---|---|---|")
+        for m in ("c1", "c2", "small", "base"):
+            if m not in base:
+                continue
+            r = base[m]
+            fpt = r["train_gflops"] / r["train_tokens_per_s"]
+            fpt1 = c1["train_gflops"] / c1["train_tokens_per_s"]
+            out.append(f"| {m} | {fpt:.4f} | {fpt / fpt1:.1f} | {r['train_tokens_per_s']:.0f} | "
+                       f"{r['train_tokens_per_s'] / c1['train_tokens_per_s']:.2f} | {r['train_gflops']:.1f} | "
+                       f"{r['train_gflops_ratio']:.2f} |")
+        out.append("")
+    for m in ("c1", "c2"):
+        if m in base:
+            r = base[m]
+            out.append(f"- {m}: {r['train_tokens_per_s']:.0f} training tokens/s = "
+                       f"{r['train_tokens_per_s'] / LLMC[m]:.1f}x llm.c's {LLMC[m]:.0f} (bar: 3x).")
+    if "small" in base:
+        r = base["small"]
+        out.append(f"- small: training at {r['train_gflops_ratio']:.2f} of sgemm (bar 0.50); batch-64 "
+                   f"generation at {r.get('gen_b64_gflops_ratio', float('nan')):.2f} (bar 0.25).")
+    forced = [r for r in rows if r["coretype"] != "unset"]
+    for r in forced:
+        if r["model"] in base:
+            b = base[r["model"]]
+            out.append(f"- {r['model']} with OPENBLAS_CORETYPE={r['coretype']} ({r['openblas_core']} kernels) vs "
+                       f"unset ({b['openblas_core']}): sgemm {r['sgemm_gflops']:.0f} vs {b['sgemm_gflops']:.0f} GFLOP/s, "
+                       f"training {r['train_tokens_per_s']:.0f} vs {b['train_tokens_per_s']:.0f} tokens/s, "
+                       f"batch-64 generation {r.get('gen_b64_tokens_per_s', 0):.0f} vs "
+                       f"{b.get('gen_b64_tokens_per_s', 0):.0f} tokens/s.")
+    out.append("")
+    return out
+
+def write_md(rows, a):
+    commands = [r["command"] for r in rows]
     lines = ["# Engine benchmark (CPU, 2 threads)", "",
              f"Written by `scripts/bench_engine.py` on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; "
              f"every figure is the median of {a.runs} runs of `she bench`, and every ratio is taken "
@@ -103,7 +212,9 @@ def write_md(rows, commands, a):
                 lines.append(f"| {r['model']} | {r['openblas_core']} ({r['coretype']}) | {b} | {f(r[k + 'tokens_per_s'])} | "
                              f"{f(r[k + 'gflops'], '{:.1f}')} | {f(r[k + 'gflops_ratio'], '{:.3f}')} | "
                              f"{f(r[k + 'sgemm_rows_gflops'], '{:.1f}')} |")
-    lines += ["", "## Commands", ""] + [f"    {c}" for c in commands] + [""]
+    lines += [""] + findings(rows) + allreduce_section(a)
+    lines += ["## Commands", "", "Regenerate: `python3 scripts/bench_engine.py` (or `--from-csv` to rewrite "
+              "this page from the CSV).", ""] + [f"    {c}" for c in commands] + [""]
     with open(os.path.join(a.out, "engine-bench.md"), "w") as fh:
         fh.write("\n".join(lines))
 
