@@ -1,4 +1,5 @@
 /* bench.c -- the measurements behind `she bench`. */
+#include "clock.h"
 #include "bench.h"
 
 #include <cblas.h>
@@ -8,12 +9,6 @@
 
 #include "optim.h"
 #include "sampler.h"
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 static int cmp_double(const void *a, const void *b) {
     double x = *(const double *)a, y = *(const double *)b;
@@ -89,7 +84,7 @@ double she_bench_sgemm_gflops(const she_model_config_t *c, int N, int reps) {
         for (int kind = 0; kind < 3; kind++) {
             int o = outs[i], n = ins[i];
             for (int rep = 0; rep <= reps; rep++) { /* rep 0 warms up the pool and caches */
-                double t0 = now_s();
+                double t0 = she_now_s();
                 if (kind == 0)
                     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, o, n, 1, A, n, B, n, 0,
                                 C, o);
@@ -99,7 +94,7 @@ double she_bench_sgemm_gflops(const she_model_config_t *c, int N, int reps) {
                 else
                     cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, o, n, N, 1, A, o, B, n, 1,
                                 C, n);
-                t[rep] = now_s() - t0;
+                t[rep] = she_now_s() - t0;
             }
             secs += median(t + 1, reps);
             flops += 2.0 * N * o * n;
@@ -131,16 +126,16 @@ she_err_t she_bench_train(const she_model_config_t *cfg, int B, int T, int steps
     }
     she_err_t err = SHE_OK;
     for (int s = -1; s < steps && err == SHE_OK; s++) {
-        double t0 = now_s();
+        double t0 = she_now_s();
         she_model_zero_grad(m);
         err = she_model_forward(m, tok, NULL, tgt, B, T, 1.0f, logp, NULL, errstr, errstr_size);
         if (err != SHE_OK)
             break;
-        double t1 = now_s();
+        double t1 = she_now_s();
         she_model_backward(m, dlogp, NULL);
-        double t2 = now_s();
+        double t2 = she_now_s();
         she_model_adamw_step(m, opt, &hp, 1e-4f, 1.0f, 1.0f);
-        double t3 = now_s();
+        double t3 = she_now_s();
         if (s >= 0) {
             t_step[s] = t3 - t0;
             t_f += t1 - t0, t_b += t2 - t1, t_o += t3 - t2;
@@ -192,11 +187,11 @@ she_err_t she_bench_generate(const she_model_config_t *cfg, int B, int prompt_le
     she_sample_params_t p = {.temperature = 0.99f, .top_k = 100, .top_p = 1.0f,
                              .max_new_tokens = n_new};
     for (int r = -1; r < runs && err == SHE_OK; r++) {
-        double t0 = now_s();
+        double t0 = she_now_s();
         err = she_sampler_generate(s, pp, lens, B, &p, 1234 + (uint64_t)r, toks, logp, NULL,
                                    out_lens, NULL, errstr, errstr_size);
         if (r >= 0)
-            t[r] = now_s() - t0;
+            t[r] = she_now_s() - t0;
     }
     if (err == SHE_OK) {
         out->s_median = median(t, runs);

@@ -2,6 +2,7 @@
  * failure bookkeeping every collective shares; bootstrap from the environment; the TCP star
  * (rendezvous and collectives); MPI; NCCL; the public entry points, which route each call to
  * the backend. */
+#include "clock.h"
 #include "dist.h"
 
 #include <errno.h>
@@ -56,12 +57,6 @@ struct she_dist {
 #endif
 };
 
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 static void sleep_s(double s) {
     struct timespec ts = {(time_t)s, (long)((s - (double)(time_t)s) * 1e9)};
     nanosleep(&ts, NULL);
@@ -69,7 +64,7 @@ static void sleep_s(double s) {
 
 /* Milliseconds for poll() until `deadline`, at least 1 so a late wake-up still polls once. */
 static int poll_ms(double deadline) {
-    double left = deadline - now_s();
+    double left = deadline - she_now_s();
     return left > 1e6 ? 1000000000 : left <= 0 ? 0 : (int)(left * 1000.0) + 1;
 }
 
@@ -107,7 +102,7 @@ static she_err_t leave(she_dist_t *d, she_err_t err, int op, size_t bytes, doubl
                  (unsigned long long)d->seq, bytes);
     snprintf(d->failure, sizeof(d->failure),
              "rank %d/%d (%s): %s failed after %.1f s (deadline %.0f s): %s", d->cfg.rank,
-             d->cfg.world_size, she_dist_backend_name(d->cfg.backend), what, now_s() - t0,
+             d->cfg.world_size, she_dist_backend_name(d->cfg.backend), what, she_now_s() - t0,
              d->cfg.timeout_s, detail);
     return she_errf(err, errstr, errstr_size, "%s", d->failure);
 }
@@ -376,7 +371,7 @@ static she_err_t tcp_serve(she_dist_t *d, double deadline, char *errstr, size_t 
             continue;
         set_nodelay(fd);
         tcp_hdr_t h;
-        double hello_deadline = now_s() + HELLO_WAIT_S;
+        double hello_deadline = she_now_s() + HELLO_WAIT_S;
         char ignored[64];
         if (tcp_io(fd, 0, &h, sizeof(h), hello_deadline < deadline ? hello_deadline : deadline,
                    -1, ignored, sizeof(ignored)) != SHE_OK ||
@@ -436,7 +431,7 @@ static she_err_t tcp_join(she_dist_t *d, double deadline, char *errstr, size_t e
     char last[256] = "no attempt";
     double pause = 0.05;
     while (d->socks[0] < 0) {
-        if (now_s() >= deadline)
+        if (she_now_s() >= deadline)
             return she_errf(SHE_ERR_TIMEOUT, errstr, errstr_size,
                             "could not reach rank 0 at %s:%d (last error: %s)", c->master_addr,
                             c->master_port, last);
@@ -450,7 +445,7 @@ static she_err_t tcp_join(she_dist_t *d, double deadline, char *errstr, size_t e
             freeaddrinfo(res);
         }
         if (d->socks[0] < 0) {
-            double left = deadline - now_s();
+            double left = deadline - she_now_s();
             sleep_s(left < pause ? (left > 0 ? left : 0) : pause);
             pause = pause * 2 < 1.0 ? pause * 2 : 1.0;
         }
@@ -503,7 +498,7 @@ static she_err_t mpi_wait(MPI_Request *req, double deadline, char *errstr, size_
         SHE_TRY_MPI(MPI_Test(req, &done, MPI_STATUS_IGNORE));
         if (done)
             return SHE_OK;
-        if (now_s() >= deadline)
+        if (she_now_s() >= deadline)
             return she_errf(SHE_ERR_TIMEOUT, errstr, errstr_size,
                             "not every rank joined it (a rank crashed, hung or is slower than "
                             "the deadline)");
@@ -605,7 +600,7 @@ static she_err_t nccl_wait(she_dist_t *d, cudaStream_t stream, double deadline, 
         if (q != cudaSuccess && q != cudaErrorNotReady)
             return she_errf(SHE_ERR_CUDA, errstr, errstr_size, "cudaStreamQuery: %s",
                             cudaGetErrorString(q));
-        if (now_s() >= deadline) {
+        if (she_now_s() >= deadline) {
             ncclCommAbort(d->nccl);
             d->nccl = NULL;
             return she_errf(SHE_ERR_TIMEOUT, errstr, errstr_size,
@@ -708,7 +703,7 @@ she_err_t she_dist_init(const she_dist_config_t *cfg, she_dist_t **out, char *er
 #ifdef SHE_HAVE_MPI
     d->comm = MPI_COMM_NULL;
 #endif
-    double t0 = now_s(), deadline = t0 + d->cfg.timeout_s;
+    double t0 = she_now_s(), deadline = t0 + d->cfg.timeout_s;
     char detail[SHE_ERRSTR_SIZE] = "";
     she_err_t err = SHE_OK;
 #ifdef SHE_HAVE_MPI
@@ -743,7 +738,7 @@ void she_dist_free(she_dist_t *d) {
         char ignored[SHE_ERRSTR_SIZE];
         ncclResult_t rc = ncclCommFinalize(d->nccl);
         if ((rc == ncclSuccess || rc == ncclInProgress) &&
-            nccl_wait(d, NULL, now_s() + d->cfg.timeout_s, ignored, sizeof(ignored)) == SHE_OK) {
+            nccl_wait(d, NULL, she_now_s() + d->cfg.timeout_s, ignored, sizeof(ignored)) == SHE_OK) {
             ncclCommDestroy(d->nccl);
             d->nccl = NULL;
         }
@@ -801,7 +796,7 @@ static she_err_t host_round(she_dist_t *d, int op, void *buf, size_t bytes, int 
     SHE_TRY(enter(d, errstr, errstr_size));
     if (d->cfg.world_size == 1)
         return SHE_OK; /* out already holds this rank's slot (she_dist_allgather_i64) */
-    double t0 = now_s(), deadline = t0 + d->cfg.timeout_s;
+    double t0 = she_now_s(), deadline = t0 + d->cfg.timeout_s;
     char detail[SHE_ERRSTR_SIZE] = "";
     she_err_t err;
 #ifdef SHE_HAVE_MPI
@@ -863,7 +858,7 @@ she_err_t she_dist_allreduce_device(she_dist_t *d, float *dbuf, size_t n, she_di
 #ifdef SHE_HAVE_CUDA
     if (d->cfg.backend == SHE_DIST_NCCL) {
         SHE_TRY(enter(d, errstr, errstr_size));
-        double t0 = now_s(), deadline = t0 + d->cfg.timeout_s;
+        double t0 = she_now_s(), deadline = t0 + d->cfg.timeout_s;
         char detail[SHE_ERRSTR_SIZE] = "";
         cudaStream_t stream = cuda_stream != NULL ? (cudaStream_t)cuda_stream : d->stream;
         ncclResult_t rc = ncclAllReduce(dbuf, dbuf, n, ncclFloat32,
@@ -932,10 +927,10 @@ she_err_t she_dist_bench_allreduce(she_dist_t *d, size_t bytes, int reps, she_di
         err = bench_once(d, buf, n, errstr, errstr_size);
     if (err == SHE_OK)
         err = she_dist_barrier(d, errstr, errstr_size);
-    double t0 = now_s();
+    double t0 = she_now_s();
     for (int i = 0; i < reps && err == SHE_OK; i++)
         err = bench_once(d, buf, n, errstr, errstr_size);
-    int64_t mine = (int64_t)((now_s() - t0) / reps * 1e9);
+    int64_t mine = (int64_t)((she_now_s() - t0) / reps * 1e9);
     if (err == SHE_OK)
         err = she_dist_allgather_i64(d, &mine, 1, d->gathered, errstr, errstr_size);
     if (err == SHE_OK) {

@@ -40,6 +40,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "cmd.h"
 #include "commands.h"
 #include "dataset.h"
@@ -151,12 +152,6 @@ typedef struct pipeline {
     int threads;
 } pipeline_t;
 
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
 /* kafka.* keys the user gave, for every Kafka client. */
 static she_err_t add_kafka(const char *key, const char *value, const char *source, void *opaque,
                            char *errstr, size_t errstr_size) {
@@ -224,7 +219,7 @@ static void show_progress(const char *name, const char *log, char *shown, size_t
 /* Runs a preparation step to its end; SHE_ERR_INVALID when it fails (its log is named). */
 static she_err_t run_step(pipeline_t *p, const char *name, argv_buf_t *a, char *errstr,
                           size_t errstr_size) {
-    double t0 = now_s();
+    double t0 = she_now_s();
     she_log_info(p->lg, "%s ... (log: %s/logs/%s.log)", name, p->out, name);
     pid_t pid = spawn(p, name, a, 0);
     int status = 0;
@@ -243,7 +238,7 @@ static she_err_t run_step(pipeline_t *p, const char *name, argv_buf_t *a, char *
     if (pid < 0 || !WIFEXITED(status) || WEXITSTATUS(status) != 0)
         return she_errf(SHE_ERR_INVALID, errstr, errstr_size, "%s failed (status %d): see %s/logs/%s.log",
                         name, status, p->out, name);
-    she_log_info(p->lg, "%s done in %.0f s", name, now_s() - t0);
+    she_log_info(p->lg, "%s done in %.0f s", name, she_now_s() - t0);
     return SHE_OK;
 }
 
@@ -346,7 +341,7 @@ static void status_line(child_t *ch, double t_start, int tty, int64_t steps) {
     if (have)
         snprintf(rewards, sizeof(rewards), "%.2f/%.2f/%.2f/%.2f/%.2f", r[0], r[1], r[2], r[3],
                  r[4]);
-    double el = now_s() - t_start;
+    double el = she_now_s() - t_start;
     double rollouts = metric(ro, "she_rollouts_total", NULL);
     (void)rw;
     fprintf(stderr,
@@ -382,7 +377,7 @@ static void stop_child(pipeline_t *p, child_t *c, int timeout_s) {
         return;
     she_log_info(p->lg, "stopping %s (peak memory %.0f MiB)", c->name, peak_mib(c->pid));
     kill(c->pid, SIGTERM);
-    for (double t0 = now_s(); now_s() - t0 < timeout_s;) {
+    for (double t0 = she_now_s(); she_now_s() - t0 < timeout_s;) {
         if (waitpid(c->pid, &c->status, WNOHANG) == c->pid) {
             c->done = 1;
             return;
@@ -523,7 +518,7 @@ static she_err_t start_broker(pipeline_t *p, child_t *b, char *errstr, size_t er
     arg(&a, file);
     b->pid = spawn(p, "broker", &a, 1);
     args_free(&a);
-    for (double t0 = now_s(); now_s() - t0 < 30 && b->pid > 0;) {
+    for (double t0 = she_now_s(); she_now_s() - t0 < 30 && b->pid > 0;) {
         FILE *f = fopen(file, "r");
         if (f) {
             int ok = fgets(p->bootstrap, sizeof(p->bootstrap), f) != NULL;
@@ -639,7 +634,7 @@ static she_err_t monitor(pipeline_t *p, child_t *ch, char *errstr, size_t errstr
     int64_t steps = she_conf_get_int(p->conf, "pipeline.steps");
     double timeout = (double)she_conf_get_int(p->conf, "pipeline.timeout.s");
     int tty = isatty(STDERR_FILENO);
-    double t0 = now_s(), last_line = 0;
+    double t0 = she_now_s(), last_line = 0;
     for (;;) {
         for (int i = 0; i < N_CHILDREN; i++) {
             child_t *c = &ch[i];
@@ -657,7 +652,7 @@ static she_err_t monitor(pipeline_t *p, child_t *ch, char *errstr, size_t errstr
                 char last[PATH_CAP];
                 long long v = last_checkpoint(p, last);
                 she_log_info(p->lg, "learner done: %" PRId64 " steps in %.0f s, last checkpoint "
-                             "v%lld (peak memory %.0f MiB)", steps, now_s() - t0, v, c->peak);
+                             "v%lld (peak memory %.0f MiB)", steps, she_now_s() - t0, v, c->peak);
                 return SHE_OK;
             }
             if (i == C_PRODUCE && ok) {
@@ -670,12 +665,12 @@ static she_err_t monitor(pipeline_t *p, child_t *ch, char *errstr, size_t errstr
         }
         if (she_signals_stop_requested())
             return she_errf(SHE_ERR_INVALID, errstr, errstr_size, "stopped (SIGTERM)");
-        if (now_s() - t0 > timeout)
+        if (she_now_s() - t0 > timeout)
             return she_errf(SHE_ERR_TIMEOUT, errstr, errstr_size,
                             "the learner did not reach step %" PRId64 " in %.0f s", steps, timeout);
-        if (tty || now_s() - last_line >= 10) {
+        if (tty || she_now_s() - last_line >= 10) {
             status_line(ch, t0, tty, steps);
-            last_line = now_s();
+            last_line = she_now_s();
         }
         she_signals_sleep_ms(1000);
     }
@@ -767,7 +762,7 @@ int she_cmd_pipeline(int argc, char **argv, char **envp) {
     for (int i = 0; i < N_CHILDREN; i++)
         ch[i].name = names[i];
     char data[PATH_CAP], policy[PATH_CAP], rm[PATH_CAP];
-    double t0 = now_s();
+    double t0 = she_now_s();
     she_err_t err = prepare_data(&p, data, sizeof(data), errstr, sizeof(errstr));
     if (err == SHE_OK)
         err = prepare_models(&p, data, policy, rm, sizeof(policy), errstr, sizeof(errstr));
@@ -794,7 +789,7 @@ int she_cmd_pipeline(int argc, char **argv, char **envp) {
         rc = SHE_EXIT_FAILURE;
     } else {
         she_log_info(env.lg, "pipeline done in %.0f s; checkpoints in %s/learn, report %s/eval.md",
-                     now_s() - t0, p.out, p.out);
+                     she_now_s() - t0, p.out, p.out);
         rc = SHE_EXIT_OK;
     }
     she_cmd_fini(&env);

@@ -9,6 +9,7 @@
 #include <sys/stat.h>
 #include <time.h>
 
+#include "clock.h"
 #include "cmd.h"
 #include "commands.h"
 #include "dataset.h"
@@ -55,12 +56,6 @@ static const she_conf_def_t eval_defs[] = {
     {NULL, 0, NULL, NULL, 0, 0, NULL, NULL},
 };
 
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
 /* One judged checkpoint. */
 typedef struct system {
     const char *dir;
@@ -85,7 +80,7 @@ static void on_progress(int done, int total, void *opaque) {
     prog_t *p = opaque;
     int pct = (int)(100.0 * done / total);
     if (pct >= p->next_pct || done == total) {
-        double dt = now_s() - p->t0;
+        double dt = she_now_s() - p->t0;
         she_log_info(p->lg, "%s: %d/%d rows judged (%.0f s, ETA %.0f s)", p->name, done, total, dt,
                      done ? dt * (total - done) / done : 0.0);
         p->next_pct = pct + 10;
@@ -120,9 +115,9 @@ static she_err_t judge_system(system_t *sy, const she_dataset_t *ds, const she_c
     SHE_CHECK_ALLOC(sy->teacher);
     if (err == SHE_OK) {
         she_log_info(lg, "%s: judging %d rows (greedy, batch %d)", sy->dir, n, jo.max_batch);
-        prog_t p = {.lg = lg, .name = sy->name, .t0 = now_s(), .next_pct = 10};
+        prog_t p = {.lg = lg, .name = sy->name, .t0 = she_now_s(), .next_pct = 10};
         err = she_judge_run(j, ds->samples, n, sy->res, on_progress, &p, errstr, errstr_size);
-        sy->seconds = now_s() - p.t0;
+        sy->seconds = she_now_s() - p.t0;
     }
     if (err == SHE_OK) {
         for (int i = 0; i < n; i++)

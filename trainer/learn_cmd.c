@@ -34,6 +34,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "ckptdir.h"
 #include "cmd.h"
 #include "commands.h"
@@ -163,12 +164,6 @@ static void id_free(id_set_t *s) {
     free(s->order);
     free(s->slot);
     memset(s, 0, sizeof(*s));
-}
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
 /* ---- the learner ---- */
@@ -386,12 +381,12 @@ static she_err_t checkpoint(learner_run_t *r, char *errstr, size_t errstr_size) 
     snprintf(r->tok_path, sizeof(r->tok_path), "%s/tokenizer.json", final);
     if (r->s_version)
         she_metrics_set(r->s_version, (double)r->version);
-    double t0 = now_s();
+    double t0 = she_now_s();
     SHE_TRY(announce(r, final, errstr, errstr_size));
     char cerr[SHE_ERRSTR_SIZE];
     if (she_stream_commit(r->st, 10000, cerr, sizeof(cerr)) != SHE_OK)
         she_log_warn(r->lg, "offsets not mirrored to Kafka yet: %s", cerr);
-    r->t_kafka += now_s() - t0;
+    r->t_kafka += she_now_s() - t0;
     int64_t v[4096];
     int n = list_versions(r, v, 4096);
     int64_t keep = she_conf_get_int(r->conf, "learn.keep");
@@ -587,12 +582,12 @@ static void train(learner_run_t *r) {
     char errstr[SHE_ERRSTR_SIZE], mix[256];
     version_mix(r, mix, sizeof(mix));
     float lr = she_lr_at(&r->sched, r->step);
-    double t0 = now_s();
+    double t0 = she_now_s();
     she_learner_stats_t ls;
     she_err_t err = SHE_OK;
     if (r->n_groups > 0)
         err = she_learner_step(r->ln, r->groups, r->n_groups, lr, &ls, errstr, sizeof(errstr));
-    double dt = now_s() - t0;
+    double dt = she_now_s() - t0;
     r->t_train += dt;
     if (r->n_groups > 0 && err != SHE_OK) {
         she_log_error(r->lg, "step refused (%s): dead-lettering its %d groups", errstr,
@@ -775,16 +770,16 @@ int she_cmd_learn(int argc, char **argv, char **envp) {
                (max_steps == 0 || r.step < max_steps)) {
             /* A poll that finds a group waiting is Kafka work; one that has to wait for the
              * upstream is idle time, counted nowhere. */
-            double t0 = now_s();
+            double t0 = she_now_s();
             rd_kafka_message_t *rkm = she_stream_poll(r.st, 0);
             if (!rkm) {
                 rkm = she_stream_poll(r.st, 200);
-                t0 = now_s();
+                t0 = she_now_s();
             }
             if (rkm) {
                 int before = r.n_groups;
                 intake(&r, rkm);
-                r.t_kafka += now_s() - t0;
+                r.t_kafka += she_now_s() - t0;
                 if (r.n_groups > before)
                     last_group = she_stream_now_ms();
             }

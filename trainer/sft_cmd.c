@@ -18,6 +18,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "bench.h"
 #include "ckptdir.h"
 #include "cmd.h"
@@ -133,17 +134,6 @@ typedef struct run {
     long long best_step;
     FILE *log;
 } run_t;
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
-static int is_dir(const char *path) {
-    struct stat st;
-    return stat(path, &st) == 0 && S_ISDIR(st.st_mode);
-}
 
 /* The order of epoch e: a seeded shuffle, then, within windows of 32 batches, sequences sorted
  * by length and the window's batches shuffled again, so a batch pads little (the batch's T is
@@ -275,7 +265,7 @@ typedef struct val_result {
 } val_result_t;
 
 static she_err_t validate(run_t *r, val_result_t *vr, char *errstr, size_t errstr_size) {
-    double t0 = now_s();
+    double t0 = she_now_s();
     int n = (int)r->eval_ds->n;
     SHE_TRY(she_judge_run(r->judge, r->eval_ds->samples, n, r->eval_res, NULL, NULL, errstr,
                           errstr_size));
@@ -297,7 +287,7 @@ static she_err_t validate(run_t *r, val_result_t *vr, char *errstr, size_t errst
         cnt += r->batch->n_targets;
     }
     vr->loss = cnt ? sum / (double)cnt : 0;
-    vr->seconds = now_s() - t0;
+    vr->seconds = she_now_s() - t0;
     return SHE_OK;
 }
 
@@ -362,12 +352,12 @@ static she_err_t make_model(run_t *r, int resume, char *errstr, size_t errstr_si
         snprintf(path, sizeof(path), "%s/tokenizer.json", init);
         SHE_TRY(she_tokenizer_load(path, &r->tok, errstr, errstr_size));
     } else {
-        double t0 = now_s();
+        double t0 = she_now_s();
         SHE_TRY(she_sft_train_tokenizer(r->train->samples, (int)r->train->n, r->brands,
                                         r->materials, (int)she_conf_get_int(c, "sft.vocab"),
                                         &r->tok, errstr, errstr_size));
         she_log_info(r->lg, "trained a tokenizer of %d ids on %zu training rows in %.1f s",
-                     she_tokenizer_vocab_size(r->tok), r->train->n, now_s() - t0);
+                     she_tokenizer_vocab_size(r->tok), r->train->n, she_now_s() - t0);
     }
     if (init[0]) {
         SHE_TRY(she_model_load(init, r->B, r->seq, &r->m, NULL, errstr, errstr_size));
@@ -462,7 +452,7 @@ static she_err_t setup(run_t *r, char *errstr, size_t errstr_size) {
         return she_errf(SHE_ERR_IO, errstr, errstr_size, "mkdir %s: %s", r->out, strerror(errno));
     const char *lex = she_conf_get(c, "sft.lexicons");
     if (lex[0]) {
-        if (is_dir(lex)) {
+        if (she_is_dir(lex)) {
             SHE_TRY(she_sft_load_lexicons(lex, (int)she_conf_get_int(c, "sft.lexicon.min.count"),
                                           &r->brands, &r->materials, errstr, errstr_size));
         } else if (strcmp(she_conf_source(c, "sft.lexicons"), "default") == 0) {
@@ -479,7 +469,7 @@ static she_err_t setup(run_t *r, char *errstr, size_t errstr_size) {
                  she_conf_get_double(c, "sft.val.fraction"), she_conf_get_int(c, "sft.split.seed"),
                  r->train->n, r->val->n);
 
-    int resume = is_dir(r->last_dir);
+    int resume = she_is_dir(r->last_dir);
     if (resume) {
         SHE_TRY(she_ckptdir_verify(r->last_dir, errstr, errstr_size));
         she_log_info(r->lg, "resuming from %s", r->last_dir);
@@ -490,7 +480,7 @@ static she_err_t setup(run_t *r, char *errstr, size_t errstr_size) {
                  r->m->cfg.model_type, r->m->cfg.n_layers, r->m->cfg.hidden_size,
                  r->m->cfg.vocab_size, (double)r->m->n_params / 1e6);
 
-    double t0 = now_s();
+    double t0 = she_now_s();
     r->train_set = she_sft_set_build(r->tok, r->train->samples, (int)r->train->n, r->brands,
                                      r->materials, r->seq, errstr, errstr_size);
     if (r->train_set->n_skipped)
@@ -502,7 +492,7 @@ static she_err_t setup(run_t *r, char *errstr, size_t errstr_size) {
                         r->B);
     she_log_info(r->lg, "%d training sequences in %.1f s: %zu tokens (%ld answer), mean %.1f, "
                  "longest %d, %ld with the item text cut to fit %d",
-                 r->train_set->n, now_s() - t0, r->train_set->n_tokens,
+                 r->train_set->n, she_now_s() - t0, r->train_set->n_tokens,
                  r->train_set->n_answer_tokens,
                  (double)r->train_set->n_tokens / r->train_set->n, r->train_set->max_len,
                  r->train_set->n_truncated, r->seq);
@@ -599,7 +589,7 @@ static she_err_t train(run_t *r, char *errstr, size_t errstr_size) {
     int *order = malloc((size_t)r->train_set->n * sizeof(int));
     SHE_CHECK_ALLOC(order);
     long long order_epoch = -1;
-    double t_start = now_s(), t_win = t_start, train_s = 0, last_eval_s = 0;
+    double t_start = she_now_s(), t_win = t_start, train_s = 0, last_eval_s = 0;
     long long win_steps = 0, run_steps = 0;
     double win_loss = 0, win_tok = 0, win_real = 0, win_gn = 0;
     she_err_t err = SHE_OK;
@@ -618,13 +608,13 @@ static she_err_t train(run_t *r, char *errstr, size_t errstr_size) {
         const int *idx = order + (r->step % r->steps_per_epoch) * r->B;
         she_sft_batch_fill(r->batch, r->train_set, idx, r->B, r->sp.pad);
         float lr = she_lr_at(&r->sched, r->step);
-        double loss, t0 = now_s();
+        double loss, t0 = she_now_s();
         float gn;
         err = she_sft_train_step(r->m, r->opt, &r->hp, lr, r->clip, r->batch, &loss, &gn, errstr,
                                  errstr_size);
         if (err != SHE_OK)
             break;
-        train_s += now_s() - t0;
+        train_s += she_now_s() - t0;
         r->step++;
         run_steps++;
         win_steps++;
@@ -635,7 +625,7 @@ static she_err_t train(run_t *r, char *errstr, size_t errstr_size) {
             win_real += r->batch->mask[i];
         int eval_now = eval_every > 0 && r->step % eval_every == 0 && r->step < r->total_steps;
         if (r->step % log_every == 0 || r->step == end || (tty && win_steps > 0)) {
-            double dt = now_s() - t_win;
+            double dt = she_now_s() - t_win;
             double tok_s = dt > 0 ? win_tok / dt : 0;
             /* ETA: remaining steps at this run's mean step time, plus the validations left */
             double per_step = train_s / (double)run_steps;
@@ -651,22 +641,22 @@ static she_err_t train(run_t *r, char *errstr, size_t errstr_size) {
                         "%.1f, \"elapsed_s\": %.2f}\n",
                         r->step, (double)r->step / r->steps_per_epoch, win_loss / win_steps, lr,
                         win_gn / win_steps, tok_s, dt > 0 ? win_real / dt : 0,
-                        now_s() - t_start);
+                        she_now_s() - t_start);
                 fflush(r->log);
                 win_steps = 0;
                 win_loss = win_tok = win_real = win_gn = 0;
-                t_win = now_s();
+                t_win = she_now_s();
             }
         }
         if (eval_now) {
             if (tty)
                 fputc('\n', stderr);
-            double te = now_s();
+            double te = she_now_s();
             err = checkpoint(r, 0, errstr, errstr_size);
             if (err != SHE_OK)
                 break;
-            last_eval_s = now_s() - te;
-            t_win = now_s();
+            last_eval_s = she_now_s() - te;
+            t_win = she_now_s();
             win_steps = 0;
             win_loss = win_tok = win_real = win_gn = 0;
         }
@@ -686,7 +676,7 @@ static she_err_t train(run_t *r, char *errstr, size_t errstr_size) {
     SHE_TRY(checkpoint(r, 1, errstr, errstr_size));
     she_log_info(r->lg, "step %lld of %lld in %.1f s; best validation macro F1 %.2f at step %lld "
                  "(%s), last in %s",
-                 r->step, r->total_steps, now_s() - t_start, 100 * r->best_f1, r->best_step,
+                 r->step, r->total_steps, she_now_s() - t_start, 100 * r->best_f1, r->best_step,
                  r->best_dir, r->last_dir);
     return SHE_OK;
 }

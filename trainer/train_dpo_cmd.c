@@ -17,6 +17,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "ckptdir.h"
 #include "cmd.h"
 #include "commands.h"
@@ -66,17 +67,6 @@ static const she_conf_def_t dpo_defs[] = {
     {"dpo.save.every", SHE_CONF_INT, "50", "save OUT/last every N steps", 1, 1e12, NULL, NULL},
     {NULL, 0, NULL, NULL, 0, 0, NULL, NULL},
 };
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
-static int is_dir(const char *path) {
-    struct stat st;
-    return stat(path, &st) == 0 && S_ISDIR(st.st_mode);
-}
 
 static uint64_t mix2(uint64_t a, uint64_t b) { return she_hash_mix(a ^ she_hash_mix(b)); }
 
@@ -264,7 +254,7 @@ static she_err_t train(dpo_run_t *r, char *errstr, size_t errstr_size) {
     SHE_CHECK_ALLOC(idx);
     long long order_epoch = -1;
     int tty = isatty(2);
-    double t0 = now_s();
+    double t0 = she_now_s();
     she_err_t err = SHE_OK;
     while (r->step < total && !she_signals_stop_requested()) {
         for (int b = 0; b < P; b++) {
@@ -291,9 +281,9 @@ static she_err_t train(dpo_run_t *r, char *errstr, size_t errstr_size) {
                 "\"chosen_reward\": %.6f, \"rejected_reward\": %.6f, \"lr\": %.6g, \"grad_norm\": "
                 "%.4f, \"elapsed_s\": %.2f}\n",
                 r->step, st.loss, st.reward_acc, st.margin_mean, st.chosen_reward,
-                st.rejected_reward, lr_now, gn, now_s() - t0);
+                st.rejected_reward, lr_now, gn, she_now_s() - t0);
         fflush(log);
-        double eta = (now_s() - t0) / (double)r->step * (double)(total - r->step);
+        double eta = (she_now_s() - t0) / (double)r->step * (double)(total - r->step);
         fprintf(stderr, "%sDPO step %lld/%lld  loss %.4f  reward acc %.3f  margin %.3f  ETA %.0f s%s",
                 tty ? "\r" : "", r->step, total, st.loss, st.reward_acc, st.margin_mean, eta,
                 tty ? "  " : "\n");
@@ -318,7 +308,7 @@ static she_err_t setup(dpo_run_t *r, char *errstr, size_t errstr_size) {
     if (mkdir(r->out, 0777) != 0 && errno != EEXIST)
         return she_errf(SHE_ERR_IO, errstr, errstr_size, "mkdir %s: %s", r->out, strerror(errno));
     const char *lex = she_conf_get(c, "dpo.lexicons");
-    if (lex[0] && is_dir(lex))
+    if (lex[0] && she_is_dir(lex))
         SHE_TRY(she_sft_load_lexicons(lex, 0, &r->brands, &r->materials, errstr, errstr_size));
     else if (lex[0] && strcmp(she_conf_source(c, "dpo.lexicons"), "default") != 0)
         return she_errf(SHE_ERR_NOT_FOUND, errstr, errstr_size, "no lexicon directory %s", lex);
@@ -336,7 +326,7 @@ static she_err_t setup(dpo_run_t *r, char *errstr, size_t errstr_size) {
     she_dataset_free(all);
     SHE_TRY(err);
     const char *init = she_conf_get(c, "dpo.init");
-    int resume = is_dir(r->last_dir);
+    int resume = she_is_dir(r->last_dir);
     const char *src = resume ? r->last_dir : init;
     SHE_TRY(she_ckptdir_verify(src, errstr, errstr_size));
     char path[4200];

@@ -29,6 +29,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "ckptdir.h"
 #include "cmd.h"
 #include "commands.h"
@@ -172,17 +173,6 @@ typedef struct rl_run {
     long long order_epoch;
     FILE *log;
 } rl_run_t;
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
-static int is_dir(const char *path) {
-    struct stat st;
-    return stat(path, &st) == 0 && S_ISDIR(st.st_mode);
-}
 
 static uint64_t mix2(uint64_t a, uint64_t b) { return she_hash_mix(a ^ she_hash_mix(b)); }
 
@@ -531,7 +521,7 @@ static int group_passes(const rl_run_t *r, const she_rollout_group_t *g, uint8_t
 /* Offline measurement of the pool under the initial policy (rejection sampling, curriculum). */
 static she_err_t measure_pool(rl_run_t *r, int G_off, int reject, int rm_select, char *errstr,
                               size_t errstr_size) {
-    double t0 = now_s();
+    double t0 = she_now_s();
     she_rollout_t *ro = NULL;
     she_rewarder_t *judge = NULL; /* the reward model on steps 1-4, for --rm-select */
     if (rm_select) {
@@ -593,7 +583,7 @@ static she_err_t measure_pool(rl_run_t *r, int G_off, int reject, int rm_select,
                            "offline rejection sampling kept no prompt of %d", r->n_pool);
         she_log_info(r->lg, "pool of %d prompts measured in %.1f s (%d rollouts each): %lld mixed, "
                      "%lld all right, %lld all wrong; %s",
-                     r->n_pool, now_s() - t0, G_off, (long long)r->offline_counts.n[SHE_SEL_KEEP_MIXED],
+                     r->n_pool, she_now_s() - t0, G_off, (long long)r->offline_counts.n[SHE_SEL_KEEP_MIXED],
                      (long long)r->offline_counts.n[SHE_SEL_DROP_ALL_CORRECT],
                      (long long)r->offline_counts.n[SHE_SEL_DROP_ALL_WRONG],
                      reject ? "keeping the mixed ones" : "rejection off, keeping all");
@@ -616,7 +606,7 @@ static she_err_t setup(rl_run_t *r, char *errstr, size_t errstr_size) {
         return she_errf(SHE_ERR_IO, errstr, errstr_size, "mkdir %s: %s", r->out, strerror(errno));
     const char *lex = she_conf_get(c, "rl.lexicons");
     if (lex[0]) {
-        if (is_dir(lex))
+        if (she_is_dir(lex))
             SHE_TRY(she_sft_load_lexicons(lex, (int)she_conf_get_int(c, "rl.lexicon.min.count"),
                                           &r->brands, &r->materials, errstr, errstr_size));
         else if (strcmp(she_conf_source(c, "rl.lexicons"), "default") == 0)
@@ -648,7 +638,7 @@ static she_err_t setup(rl_run_t *r, char *errstr, size_t errstr_size) {
     if (!r->sel)
         return SHE_ERR_CONFIG;
 
-    int resume = is_dir(r->last_dir);
+    int resume = she_is_dir(r->last_dir);
     if (resume) {
         SHE_TRY(she_ckptdir_verify(r->last_dir, errstr, errstr_size));
         she_log_info(r->lg, "resuming from %s", r->last_dir);
@@ -801,7 +791,7 @@ static she_err_t train(rl_run_t *r, char *errstr, size_t errstr_size) {
     SHE_CHECK_ALLOC(groups);
     SHE_CHECK_ALLOC(rewarded);
     SHE_CHECK_ALLOC(verdicts);
-    double t_start = now_s(), step_s_sum = 0;
+    double t_start = she_now_s(), step_s_sum = 0;
     long long run_steps = 0;
     she_err_t err = SHE_OK;
     while (r->step < end && err == SHE_OK) {
@@ -809,7 +799,7 @@ static she_err_t train(rl_run_t *r, char *errstr, size_t errstr_size) {
             she_log_warn(r->lg, "stop requested at step %lld: saving %s", r->step, r->last_dir);
             break;
         }
-        double t0 = now_s();
+        double t0 = she_now_s();
         pick_prompts(r, &pk);
         if (pk.done) {
             she_log_info(r->lg, "the curriculum's last stage has ended at step %lld", r->step);
@@ -829,14 +819,14 @@ static she_err_t train(rl_run_t *r, char *errstr, size_t errstr_size) {
                                    groups, errstr, errstr_size);
         if (err != SHE_OK)
             break;
-        double t1 = now_s();
+        double t1 = she_now_s();
         err = she_reward_groups(r->rw, groups, pk.n, rewarded, verdicts, errstr, errstr_size);
         if (err != SHE_OK) {
             for (int i = 0; i < pk.n; i++)
                 she_msg_clear_rollout_group(&groups[i]);
             break;
         }
-        double t2 = now_s();
+        double t2 = she_now_s();
         for (int i = 0; i < pk.n; i++) {
             int n_pass = 0;
             for (int k = 0; k < rewarded[i].n_rewards; k++)
@@ -846,7 +836,7 @@ static she_err_t train(rl_run_t *r, char *errstr, size_t errstr_size) {
         float lr = she_lr_at(&r->sched, r->step);
         she_learner_stats_t ls;
         err = she_learner_step(r->ln, rewarded, pk.n, lr, &ls, errstr, errstr_size);
-        double t3 = now_s();
+        double t3 = she_now_s();
         /* what the step measured, before the groups go */
         long n_resp = (long)pk.n * r->G, len_sum = 0, trunc = 0, parsed[SHE_RL_N_STEPS] = {0};
         for (int i = 0; i < pk.n; i++)
@@ -925,7 +915,7 @@ static she_err_t train(rl_run_t *r, char *errstr, size_t errstr_size) {
         jnum(o, "rollout_s", t1 - t0);
         jnum(o, "reward_s", t2 - t1);
         jnum(o, "learn_s", t3 - t2);
-        jnum(o, "elapsed_s", now_s() - t_start);
+        jnum(o, "elapsed_s", she_now_s() - t_start);
         json_t *cnt = json_object();
         for (int k = 0; k < SHE_SEL_REASON__COUNT; k++)
             if (ss.counts.n[k])
@@ -953,7 +943,7 @@ static she_err_t train(rl_run_t *r, char *errstr, size_t errstr_size) {
     SHE_TRY(save_last(r, errstr, errstr_size));
     she_log_info(r->lg, "step %lld of %lld in %.1f s; %lld prompts admitted of %lld offered; "
                  "checkpoint %s",
-                 r->step, r->total_steps, now_s() - t_start, r->admitted_total, r->offered_total,
+                 r->step, r->total_steps, she_now_s() - t_start, r->admitted_total, r->offered_total,
                  r->last_dir);
     return SHE_OK;
 }

@@ -23,6 +23,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "ckptdir.h"
 #include "cmd.h"
 #include "commands.h"
@@ -100,17 +101,6 @@ typedef struct rm_run {
     json_t *evals;           /* {"sft": {...}, "grpo": {...}} */
     FILE *log;
 } rm_run_t;
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
-static int is_dir(const char *path) {
-    struct stat st;
-    return stat(path, &st) == 0 && S_ISDIR(st.st_mode);
-}
 
 static uint64_t mix2(uint64_t a, uint64_t b) { return she_hash_mix(a ^ she_hash_mix(b)); }
 
@@ -268,7 +258,7 @@ static she_err_t judge_examples(rm_run_t *r, const she_dataset_t *ds, const she_
 }
 
 static she_err_t evaluate(rm_run_t *r, const char *name, char *errstr, size_t errstr_size) {
-    double t0 = now_s();
+    double t0 = she_now_s();
     int n = r->ex_val.n;
     float *p = malloc(sizeof(float) * (n ? n : 1));
     SHE_CHECK_ALLOC(p);
@@ -308,9 +298,9 @@ static she_err_t evaluate(rm_run_t *r, const char *name, char *errstr, size_t er
         json_object_set_new(o, s == 0 ? "accuracy" : "accuracy_policy_chains", acc);
         json_object_set_new(o, s == 0 ? "n" : "n_policy_chains", num);
     }
-    json_object_set_new(o, "seconds", json_real(now_s() - t0));
+    json_object_set_new(o, "seconds", json_real(she_now_s() - t0));
     json_object_set_new(r->evals, name, o);
-    she_log_info(r->lg, "%s (%d validation examples, %.1f s)", line, n, now_s() - t0);
+    she_log_info(r->lg, "%s (%d validation examples, %.1f s)", line, n, she_now_s() - t0);
     char tmp[4200];
     snprintf(tmp, sizeof(tmp), "%s.tmp", r->eval_path);
     if (json_dump_file(r->evals, tmp, JSON_INDENT(2) | JSON_SORT_KEYS) != 0 ||
@@ -346,7 +336,7 @@ static she_err_t train_sft(rm_run_t *r, char *errstr, size_t errstr_size) {
     SHE_CHECK_ALLOC(idx);
     long long order_epoch = -1;
     int tty = isatty(2);
-    double t0 = now_s(), loss_win = 0;
+    double t0 = she_now_s(), loss_win = 0;
     int win = 0;
     she_err_t err = SHE_OK;
     while (r->step < total && !she_signals_stop_requested()) {
@@ -377,9 +367,9 @@ static she_err_t train_sft(rm_run_t *r, char *errstr, size_t errstr_size) {
         if (r->step % 20 == 0 || r->step == total) {
             fprintf(r->log, "{\"stage\": \"sft\", \"step\": %lld, \"loss\": %.6f, \"lr\": %.6g, "
                     "\"grad_norm\": %.4f, \"elapsed_s\": %.2f}\n",
-                    r->step, loss_win / win, lr_now, gn, now_s() - t0);
+                    r->step, loss_win / win, lr_now, gn, she_now_s() - t0);
             fflush(r->log);
-            double eta = (now_s() - t0) / (double)r->step * (double)(total - r->step);
+            double eta = (she_now_s() - t0) / (double)r->step * (double)(total - r->step);
             fprintf(stderr, "%sreward-model SFT step %lld/%lld  loss %.4f  ETA %.0f s%s",
                     tty ? "\r" : "", r->step, total, loss_win / win, eta, tty ? "  " : "\n");
             loss_win = 0;
@@ -471,7 +461,7 @@ static she_err_t train_grpo(rm_run_t *r, char *errstr, size_t errstr_size) {
     she_sample_params_t sp = {.temperature = 1.0f, .top_k = 0, .top_p = 1.0f,
                               .max_new_tokens = max_new, .stop_ids = stop, .n_stop_ids = 1};
     float lr = (float)she_conf_get_double(c, "rm.grpo.lr");
-    double t0 = now_s();
+    double t0 = she_now_s();
     while (err == SHE_OK && r->step < total && !she_signals_stop_requested()) {
         int n = 0;
         for (int k = 0; k < P; k++) {
@@ -537,7 +527,7 @@ static she_err_t train_grpo(rm_run_t *r, char *errstr, size_t errstr_size) {
                 "%.6f, \"kl\": %.6f, \"clip_frac\": %.4f, \"grad_norm\": %.4f, \"elapsed_s\": "
                 "%.2f}\n",
                 r->step, right / (n * G), ls.loss.loss, ls.loss.kl_mean, ls.loss.clip_frac,
-                ls.grad_norm, now_s() - t0);
+                ls.grad_norm, she_now_s() - t0);
         fflush(r->log);
         fprintf(stderr, "%sreward-model GRPO step %lld/%lld  sampled verdict accuracy %.3f%s",
                 isatty(2) ? "\r" : "", r->step, total, right / (n * G), isatty(2) ? "  " : "\n");
@@ -569,7 +559,7 @@ static she_err_t setup(rm_run_t *r, char *errstr, size_t errstr_size) {
     if (mkdir(r->out, 0777) != 0 && errno != EEXIST)
         return she_errf(SHE_ERR_IO, errstr, errstr_size, "mkdir %s: %s", r->out, strerror(errno));
     const char *lex = she_conf_get(c, "rm.lexicons");
-    if (lex[0] && is_dir(lex))
+    if (lex[0] && she_is_dir(lex))
         SHE_TRY(she_sft_load_lexicons(lex, 0, &r->brands, &r->materials, errstr, errstr_size));
     else if (lex[0] && strcmp(she_conf_source(c, "rm.lexicons"), "default") != 0)
         return she_errf(SHE_ERR_NOT_FOUND, errstr, errstr_size, "no lexicon directory %s", lex);
@@ -593,7 +583,7 @@ static she_err_t setup(rm_run_t *r, char *errstr, size_t errstr_size) {
         return she_errf(SHE_ERR_INVALID, errstr, errstr_size, "no labelled training rows");
 
     const char *init = she_conf_get(c, "rm.init");
-    int resume = is_dir(r->last_dir);
+    int resume = she_is_dir(r->last_dir);
     const char *src = resume ? r->last_dir : init;
     SHE_TRY(she_ckptdir_verify(src, errstr, errstr_size));
     char path[4200];
@@ -633,7 +623,7 @@ static she_err_t setup(rm_run_t *r, char *errstr, size_t errstr_size) {
     if (she_conf_get_int(c, "rm.policy.samples") > 0 && r->stage < 2)
         SHE_TRY(she_model_load(init, 1, r->rc.max_prompt + 96, &policy, NULL, errstr,
                                errstr_size));
-    double t0 = now_s();
+    double t0 = she_now_s();
     if (r->stage < 2) {
         err = build_examples(r, policy, r->train, mix2(r->seed, 3), &r->ex_train, errstr,
                              errstr_size);
@@ -649,7 +639,7 @@ static she_err_t setup(rm_run_t *r, char *errstr, size_t errstr_size) {
     she_log_info(r->lg, "%d training examples (%ld correct, %ld incorrect) from %zu samples, %d "
                  "validation examples from %zu, in %.1f s",
                  r->ex_train.n, pos[1], pos[0], r->train->n, r->ex_val.n, r->val->n,
-                 now_s() - t0);
+                 she_now_s() - t0);
     r->log = fopen(r->log_path, "a");
     if (!r->log)
         return she_errf(SHE_ERR_IO, errstr, errstr_size, "cannot open %s", r->log_path);
