@@ -59,7 +59,7 @@ she_err_t she_sampler_new(const she_model_t *m, int max_batch, int max_seq, she_
 void she_sampler_free(she_sampler_t *s);
 
 /* Generates for B rows.  prompts[b] points at prompt_lens[b] >= 1 token ids.  Outputs, row-major
- * with row stride p->max_new_tokens: out_tokens, out_logp, out_logp_trunc (may be NULL); out_lens[b]
+ * with row stride p->max_new_tokens: out_tokens and out_logp (both required), out_logp_trunc (may be NULL); out_lens[b]
  * = tokens generated; finish[b] (may be NULL) says why the row ended.  SHE_ERR_INVALID (nothing
  * generated) for B > max_batch, a prompt + max_new_tokens longer than max_seq, a bad token id
  * or bad parameters. */

@@ -133,7 +133,7 @@ def plot(reports, logs):
         tr = [(r["step"], r["loss"]) for r in log if "loss" in r]
         va = val_curve(log)
         if tr:
-            ax[0].plot(*zip(*tr), label=f"{label} train loss")
+            ax[0].plot(*zip(*tr), label=f"{label} train loss (with the loss weights)")
         if va:
             ax[0].plot([v[0] for v in va], [v[3] for v in va], "o--", label=f"{label} val loss")
             ax[1].plot([v[0] for v in va], [100 * v[1] for v in va], "o-",
@@ -245,11 +245,11 @@ def main():
     if t:
         md.append("- Wall-clock per stage (s): " +
                   ", ".join(f"{k} {v}" for k, v in t.items()) +
-                  f"; total {sum(t.values())} s. These were measured on a shared 2-core machine "
-                  "with other workers running (load average far above 2), so they are slower "
-                  "than a quiet machine; the sizes were planned with the quiet-machine figures "
-                  "(~5,000-6,000 training tokens/s, ~1,300 generated tokens/s at batch 64) to fit "
-                  "45 minutes.")
+                  f"; total {sum(t.values())} s, measured on a shared 2-core machine with other "
+                  "workers running (load average at times above 100, and the job was paused for "
+                  "a while by another worker's benchmark), so slower than a quiet machine; the "
+                  "sizes were planned with the quiet-machine figures (~5,000-6,000 training "
+                  "tokens/s; generation at batch 64 measured below) to fit 45 minutes.")
     md.append("")
 
     md.append("### Commands\n")
@@ -281,6 +281,24 @@ def main():
         notes = doc.get("meta", {}).get("notes")
         if notes:
             md.append("Notes from `she evaluate`:\n\n" + notes)
+
+    md.append("## Throughput\n")
+    for label, log in logs.items():
+        tps = sorted(r["tokens_per_s"] for r in log if "tokens_per_s" in r)
+        if tps:
+            md.append(f"- {label} training: median {tps[len(tps) // 2]:.0f}, best "
+                      f"{tps[-1]:.0f} tokens/s (batch x padded length per second, per 50-step "
+                      "window; the spread is other workers' load).")
+    for label, doc in (("Home Depot", hd), ("synthetic", syn)):
+        for ck in (doc or {}).get("meta", {}).get("checkpoints", []):
+            md.append(f"- {label} evaluation: {ck['generated_tokens']} tokens generated in "
+                      f"{ck['seconds']:.0f} s, {ck['tokens_per_s']:.0f} tokens/s (greedy, "
+                      "batch 64, KV cache).")
+    md.append("")
+
+    notes_path = os.path.join(a.work, "notes.md")
+    if os.path.exists(notes_path):
+        md.append(open(notes_path).read().rstrip() + "\n")
 
     md.append("## Training curves\n")
     for label, log in logs.items():
