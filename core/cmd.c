@@ -51,3 +51,9 @@ void she_cmd_fini(she_cmd_env_t *env) {
     env->lg = NULL;
     env->conf = NULL;
 }
+
+int she_cmd_exit_status(she_err_t err) {
+    if (err == SHE_OK)
+        return SHE_EXIT_OK;
+    return err == SHE_ERR_CONFIG || err == SHE_ERR_NOT_FOUND ? SHE_EXIT_USAGE : SHE_EXIT_FAILURE;
+}

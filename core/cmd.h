@@ -34,4 +34,8 @@ int she_cmd_init(she_cmd_env_t *env, int argc, char **argv, char **envp, const c
                  const char *description, const she_conf_def_t *own_defs);
 void she_cmd_fini(she_cmd_env_t *env);
 
+/* The exit status of a command whose job ended with err: 0 for SHE_OK, 2 for what the user
+ * must fix in the invocation (bad configuration, a missing input), 1 for anything else. */
+int she_cmd_exit_status(she_err_t err);
+
 #endif

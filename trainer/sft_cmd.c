@@ -712,12 +712,9 @@ int she_cmd_train_sft(int argc, char **argv, char **envp) {
     if (err == SHE_OK)
         err = train(&r, errstr, sizeof(errstr));
     run_free(&r);
-    if (err != SHE_OK) {
+    if (err != SHE_OK)
         she_log_error(env.lg, "%s", errstr);
-        rc = err == SHE_ERR_CONFIG || err == SHE_ERR_NOT_FOUND ? SHE_EXIT_USAGE : SHE_EXIT_FAILURE;
-    } else {
-        rc = SHE_EXIT_OK;
-    }
+    rc = she_cmd_exit_status(err);
     she_cmd_fini(&env);
     return rc;
 }

@@ -394,12 +394,9 @@ int she_cmd_train_dpo(int argc, char **argv, char **envp) {
     she_adamw_free(r.opt);
     she_tokenizer_free(r.tok);
     she_dpo_set_free(&r.pairs);
-    if (err != SHE_OK) {
+    if (err != SHE_OK)
         she_log_error(env.lg, "%s", errstr);
-        rc = err == SHE_ERR_CONFIG || err == SHE_ERR_NOT_FOUND ? SHE_EXIT_USAGE : SHE_EXIT_FAILURE;
-    } else {
-        rc = SHE_EXIT_OK;
-    }
+    rc = she_cmd_exit_status(err);
     she_cmd_fini(&env);
     return rc;
 }

@@ -716,12 +716,9 @@ int she_cmd_train_rm(int argc, char **argv, char **envp) {
     json_decref(r.evals);
     if (r.log)
         fclose(r.log);
-    if (err != SHE_OK) {
+    if (err != SHE_OK)
         she_log_error(env.lg, "%s", errstr);
-        rc = err == SHE_ERR_CONFIG || err == SHE_ERR_NOT_FOUND ? SHE_EXIT_USAGE : SHE_EXIT_FAILURE;
-    } else {
-        rc = SHE_EXIT_OK;
-    }
+    rc = she_cmd_exit_status(err);
     she_cmd_fini(&env);
     return rc;
 }
