@@ -82,6 +82,10 @@ static void restore(controller_t *c, const she_conf_t *conf) {
     }
     if (have) {
         if (she_selection_apply_control(c->sel, &last, errstr, sizeof(errstr)) == SHE_OK) {
+            /* band and stage continue; the caps are this run's configuration, not the old
+             * state's (the first state published says so) */
+            SHE_ASSERT(she_selector_set_caps(c->sel, c->cfg.caps, c->cfg.n_caps, errstr,
+                                             sizeof(errstr)) == SHE_OK);
             c->seq = last.seq;
             she_log_info(c->lg, "resuming from control state %" PRId64 ": band [%.2f, %.2f], "
                          "stage %d", last.seq, last.difficulty_lo, last.difficulty_hi,
@@ -108,6 +112,15 @@ static int publish(controller_t *c, const char *reason) {
     cs.difficulty_lo = (float)now.lo;
     cs.difficulty_hi = (float)now.hi;
     cs.curriculum_stage = now.stage;
+    /* the query-type caps ride along with every state: a rollout consumer applies them, so one
+     * `she control` steers the mix of every consumer without restarting them */
+    she_msg_metric_t quotas[SHE_SEL_MAX_CAPS];
+    for (int i = 0; i < c->cfg.n_caps; i++) {
+        quotas[i].name = c->cfg.caps[i].query_type;
+        quotas[i].value = c->cfg.caps[i].share;
+    }
+    cs.quotas = quotas;
+    cs.n_quotas = c->cfg.n_caps;
     cs.reason = (char *)reason;
     cs.updated_ms = she_stream_now_ms();
     const uint8_t *buf;

@@ -125,11 +125,15 @@ static void read_broadcast(roller_t *r) {
                 she_stream_dead_letter(r->bc, rkm, errstr);
             } else if (she_selection_apply_control(r->sel, &cs, errstr, sizeof(errstr)) !=
                        SHE_OK) {
+                /* well-formed Avro, impossible controls: the old ones stay in force */
                 she_log_error(r->lg, "control state ignored: %s", errstr);
+                she_stream_dead_letter(r->bc, rkm, errstr);
             } else {
-                she_log_info(r->lg, "control state %" PRId64 ": band [%.2f, %.2f], stage %d (%s)",
+                she_log_info(r->lg,
+                             "control state %" PRId64 ": band [%.2f, %.2f], stage %d, %d "
+                             "query-type caps (%s)",
                              cs.seq, cs.difficulty_lo, cs.difficulty_hi,
-                             (int)cs.curriculum_stage, cs.reason);
+                             (int)cs.curriculum_stage, cs.n_quotas, cs.reason);
                 set_band_metrics(r);
             }
             she_msg_clear_control_state(&cs);

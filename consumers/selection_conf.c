@@ -1,6 +1,7 @@
 /* selection_conf.c -- selection.* keys and control state <-> selector (selection_conf.h). */
 #include "selection_conf.h"
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -37,6 +38,14 @@ const she_conf_def_t she_selection_conf_defs[] = {
      "curriculum: NAME:LO-HI:BALANCE:MAX_STEPS[:PATIENCE:DELTA],... (BALANCE none or "
      "domain+type+grade)",
      0, 0, NULL, NULL},
+    {"selection.quota.caps", SHE_CONF_STR, "",
+     "largest share of admissions per query type, TYPE=SHARE,... (e.g. negation=0.2,qa=0.3); "
+     "`she control` publishes them to every rollout consumer",
+     0, 0, NULL, NULL},
+    {"selection.stage.rate", SHE_CONF_ENUM, "recent",
+     "pass rate a curriculum stage's band applies to: recent (streaming: the prompt's recent "
+     "rate; a prompt never rolled out is measured first) or offline (unknown = outside)",
+     0, 0, "recent|offline", NULL},
     {"selection.seed", SHE_CONF_INT, "1", "seed of the unseen-prompt draws", 0, 1e15, NULL, NULL},
     {NULL, 0, NULL, NULL, 0, 0, NULL, NULL},
 };
@@ -116,6 +125,40 @@ static she_err_t parse_stage(const char *spec, she_sel_stage_t *st, char *errstr
     return SHE_OK;
 }
 
+she_err_t she_selection_parse_caps(const char *spec, she_sel_cap_t *caps, int *n_caps,
+                                   char *errstr, size_t errstr_size) {
+    *n_caps = 0;
+    const char *p = spec;
+    while (*p) {
+        const char *end = strchr(p, ','), *eq = strchr(p, '=');
+        if (!end)
+            end = p + strlen(p);
+        if (!eq || eq > end || eq == p || (size_t)(eq - p) >= SHE_SEL_CAP_NAME)
+            return she_errf(SHE_ERR_CONFIG, errstr, errstr_size,
+                            "selection.quota.caps: '%.*s' at byte %d is not TYPE=SHARE (type of "
+                            "1..%d bytes)",
+                            (int)(end - p), p, (int)(p - spec), SHE_SEL_CAP_NAME - 1);
+        if (*n_caps == SHE_SEL_MAX_CAPS)
+            return she_errf(SHE_ERR_CONFIG, errstr, errstr_size,
+                            "selection.quota.caps: more than %d caps", SHE_SEL_MAX_CAPS);
+        she_sel_cap_t *k = &caps[(*n_caps)++];
+        memset(k, 0, sizeof(*k));
+        memcpy(k->query_type, p, (size_t)(eq - p));
+        char num[32] = {0}, *tail = NULL;
+        size_t nlen = (size_t)(end - eq - 1);
+        if (nlen > 0 && nlen < sizeof(num))
+            memcpy(num, eq + 1, nlen);
+        double v = strtod(num, &tail);
+        if (nlen == 0 || nlen >= sizeof(num) || *tail || !(v > 0.0 && v <= 1.0))
+            return she_errf(SHE_ERR_CONFIG, errstr, errstr_size,
+                            "selection.quota.caps: share of '%s' at byte %d must be in (0, 1]",
+                            k->query_type, (int)(eq + 1 - spec));
+        k->share = (float)v;
+        p = *end ? end + 1 : end;
+    }
+    return SHE_OK;
+}
+
 she_err_t she_selection_config_from_conf(const she_conf_t *conf, she_selector_config_t *cfg,
                                          char *errstr, size_t errstr_size) {
     *cfg = she_selector_defaults();
@@ -134,6 +177,9 @@ she_err_t she_selection_config_from_conf(const she_conf_t *conf, she_selector_co
     cfg->quota_slack = (float)she_conf_get_double(conf, "selection.quota.slack");
     cfg->quota_window = (int)she_conf_get_int(conf, "selection.quota.window");
     cfg->seed = (uint64_t)she_conf_get_int(conf, "selection.seed");
+    cfg->stage_recent = strcmp(she_conf_get(conf, "selection.stage.rate"), "recent") == 0;
+    SHE_TRY(she_selection_parse_caps(she_conf_get(conf, "selection.quota.caps"), cfg->caps,
+                                     &cfg->n_caps, errstr, errstr_size));
     const char *stages = she_conf_get(conf, "selection.stages");
     char buf[2048];
     snprintf(buf, sizeof(buf), "%s", stages);
@@ -158,13 +204,29 @@ she_err_t she_selection_apply_control(she_selector_t *sel, const she_control_sta
                                       char *errstr, size_t errstr_size) {
     if (!(cs->difficulty_lo >= 0.0f && cs->difficulty_lo <= cs->difficulty_hi &&
           cs->difficulty_hi <= 1.0f) ||
-        cs->curriculum_stage < 0)
+        cs->curriculum_stage < 0 || cs->n_quotas < 0 || cs->n_quotas > SHE_SEL_MAX_CAPS)
         return she_errf(SHE_ERR_INVALID, errstr, errstr_size,
-                        "control state %lld: band [%g, %g] or stage %d is not valid",
+                        "control state %lld: band [%g, %g], stage %d or %d quotas (at most %d) "
+                        "is not valid",
                         (long long)cs->seq, cs->difficulty_lo, cs->difficulty_hi,
-                        (int)cs->curriculum_stage);
+                        (int)cs->curriculum_stage, cs->n_quotas, SHE_SEL_MAX_CAPS);
+    she_sel_cap_t caps[SHE_SEL_MAX_CAPS];
+    for (int i = 0; i < cs->n_quotas; i++) {
+        const char *name = cs->quotas[i].name ? cs->quotas[i].name : "";
+        memset(&caps[i], 0, sizeof(caps[i]));
+        snprintf(caps[i].query_type, sizeof(caps[i].query_type), "%s", name);
+        /* a name that does not fit is refused by the selector, not silently cut */
+        caps[i].share = strlen(name) < SHE_SEL_CAP_NAME ? (float)cs->quotas[i].value : NAN;
+    }
     /* The selector's public surface sets band and stage only through its JSON state; control
-     * states are rare (a few per minute), so the round trip costs nothing that matters. */
+     * states are rare (a few per minute), so the round trip costs nothing that matters.  Caps
+     * first, then the state, undoing the caps when the state does not fit: all or nothing. */
+    she_selector_config_t before;
+    she_selector_get_config(sel, &before);
+    char why[SHE_ERRSTR_SIZE];
+    if (she_selector_set_caps(sel, caps, cs->n_quotas, why, sizeof(why)) != SHE_OK)
+        return she_errf(SHE_ERR_INVALID, errstr, errstr_size, "control state %lld: quotas: %s",
+                        (long long)cs->seq, why);
     json_t *state = she_selector_state_json(sel);
     SHE_CHECK_ALLOC(state);
     json_object_set_new(state, "lo", json_real(cs->difficulty_lo));
@@ -175,12 +237,15 @@ she_err_t she_selection_apply_control(she_selector_t *sel, const she_control_sta
         json_object_set_new(state, "stage", json_integer(cs->curriculum_stage));
         json_object_set_new(state, "stage_steps", json_integer(0));
     }
-    she_err_t err = she_selector_load_state(sel, state, errstr, errstr_size);
+    she_err_t err = she_selector_load_state(sel, state, why, sizeof(why));
     json_decref(state);
-    if (err != SHE_OK)
+    if (err != SHE_OK) {
+        SHE_ASSERT(she_selector_set_caps(sel, before.caps, before.n_caps, why, sizeof(why)) ==
+                   SHE_OK);
         return she_errf(SHE_ERR_INVALID, errstr, errstr_size,
                         "control state %lld does not fit this selector (stage %d of %s)",
                         (long long)cs->seq, (int)cs->curriculum_stage,
                         "the configured selection.stages");
+    }
     return SHE_OK;
 }

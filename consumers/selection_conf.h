@@ -30,9 +30,16 @@ she_conf_def_t *she_selection_defs_with(const she_conf_def_t *own);
 she_err_t she_selection_config_from_conf(const she_conf_t *conf, she_selector_config_t *cfg,
                                          char *errstr, size_t errstr_size);
 
-/* Sets the selector's band and curriculum stage to a published control state's (the rest of its
- * state stays).  SHE_ERR_INVALID for a band or stage the selector's configuration cannot hold
- * (a stage index beyond its stages, lo > hi, bounds outside [0, 1]). */
+/* Parses selection.quota.caps ("TYPE=SHARE,...", shares in (0, 1]) into caps[0..*n_caps)
+ * (SHE_SEL_MAX_CAPS entries).  SHE_ERR_CONFIG naming the bad part and its byte offset. */
+she_err_t she_selection_parse_caps(const char *spec, she_sel_cap_t *caps, int *n_caps,
+                                   char *errstr, size_t errstr_size);
+
+/* Sets the selector's band, curriculum stage and query-type caps to a published control state's
+ * (the rest of its state stays; the quotas map replaces the caps, an empty map removes them).
+ * SHE_ERR_INVALID, selector unchanged, for a band, stage or cap the selector's configuration
+ * cannot hold (a stage index beyond its stages, lo > hi, bounds outside [0, 1], a share outside
+ * (0, 1], too many caps). */
 she_err_t she_selection_apply_control(she_selector_t *sel, const she_control_state_t *cs,
                                       char *errstr, size_t errstr_size);
 

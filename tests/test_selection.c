@@ -2,7 +2,10 @@
  * groups; the dynamic difficulty sampler admits in-band prompts, widens and never deadlocks on
  * all-hard, all-easy or never-observed data; quotas balance a skewed mix and release a cell that
  * stops arriving; curriculum stages filter and stop on steps and on a plateau; the reward-model
- * band; and the JSON state round trip (identical decisions after a reload). */
+ * band; query-type caps (a capped type's share stays at its cap, caps replaced at run time keep
+ * the counts of types still capped, bad caps refused); streaming curriculum stages placing
+ * prompts by their recent pass rate; and the JSON state round trip (identical decisions after a
+ * reload). */
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -370,6 +373,123 @@ static void test_curriculum(void) {
     she_selector_free(sel);
 }
 
+/* A mix with 60% negation queries under a 0.2 cap: negation's share of the admissions is held
+ * at the cap; the other types take the rest; skips are counted as quota skips. */
+static void test_query_type_caps(void) {
+    she_selector_config_t cfg = she_selector_defaults();
+    cfg.difficulty = 0;
+    cfg.quota_window = 200;
+    cfg.n_caps = 1;
+    snprintf(cfg.caps[0].query_type, SHE_SEL_CAP_NAME, "negation");
+    cfg.caps[0].share = 0.2f;
+    char errstr[SHE_ERRSTR_SIZE];
+    she_selector_t *sel = she_selector_new(&cfg, errstr, sizeof(errstr));
+    REQUIRE(sel != NULL);
+    int admitted = 0, neg = 0, neg_offered = 0, late_admitted = 0, late_neg = 0;
+    char id[32];
+    for (int i = 0; i < 4000; i++) {
+        snprintf(id, sizeof(id), "p%d", i);
+        she_sel_item_t it = item(id);
+        int is_neg = urand() < 0.6;
+        it.query_type = is_neg ? "negation" : (i % 2 ? "plain" : "qa");
+        neg_offered += is_neg;
+        she_sel_reason_t r = she_selector_decide(sel, &it);
+        if (she_sel_admitted(r)) {
+            admitted++;
+            neg += is_neg;
+            if (i >= 2000) {
+                late_admitted++;
+                late_neg += is_neg;
+            }
+        } else {
+            CHECK(r == SHE_SEL_SKIP_QUOTA);
+            CHECK(is_neg); /* only the capped type is ever held back */
+        }
+    }
+    CHECK(neg_offered > 2200);
+    CHECK(late_admitted > 900); /* ~800 others + their 20% of negation */
+    double share = (double)late_neg / late_admitted;
+    CHECK(share > 0.17 && share < 0.23);
+    she_selector_status_t st;
+    she_selector_status(sel, &st);
+    CHECK_EQ_INT(st.counts.n[SHE_SEL_SKIP_QUOTA], 4000 - admitted);
+    CHECK(neg < admitted / 4);
+
+    /* caps replaced at run time: the new cap is in force at once, a cap lifted frees the type */
+    she_sel_cap_t caps[2] = {{"qa", 0.1f}, {"negation", 1.0f}};
+    CHECK_OK(she_selector_set_caps(sel, caps, 2, errstr, sizeof(errstr)));
+    int qa_adm = 0, qa_off = 0, neg_adm = 0, neg_off = 0;
+    for (int i = 0; i < 2000; i++) {
+        snprintf(id, sizeof(id), "q%d", i);
+        she_sel_item_t it = item(id);
+        it.query_type = i % 2 ? "qa" : "negation";
+        she_sel_reason_t r = she_selector_decide(sel, &it);
+        if (i % 2) {
+            qa_off++;
+            qa_adm += she_sel_admitted(r);
+        } else {
+            neg_off++;
+            neg_adm += she_sel_admitted(r);
+        }
+    }
+    CHECK_EQ_INT(neg_adm, neg_off);
+    CHECK(qa_adm < qa_off / 4);
+    /* bad caps are refused and leave the selector as it was */
+    she_sel_cap_t bad[2] = {{"qa", 0.0f}, {"", 0.5f}};
+    CHECK(she_selector_set_caps(sel, bad, 1, errstr, sizeof(errstr)) == SHE_ERR_INVALID);
+    CHECK(she_selector_set_caps(sel, bad + 1, 1, errstr, sizeof(errstr)) == SHE_ERR_INVALID);
+    she_sel_cap_t twice[2] = {{"qa", 0.5f}, {"qa", 0.5f}};
+    CHECK(she_selector_set_caps(sel, twice, 2, errstr, sizeof(errstr)) == SHE_ERR_INVALID);
+    she_selector_config_t now;
+    she_selector_get_config(sel, &now);
+    CHECK_EQ_INT(now.n_caps, 2);
+    CHECK_STR(now.caps[0].query_type, "qa");
+    /* the caps' counts survive the JSON state */
+    json_t *state = she_selector_state_json(sel);
+    REQUIRE(state != NULL);
+    she_selector_t *b = she_selector_new(&now, errstr, sizeof(errstr));
+    REQUIRE(b != NULL);
+    CHECK_OK(she_selector_load_state(b, state, errstr, sizeof(errstr)));
+    for (int i = 0; i < 300; i++) {
+        snprintf(id, sizeof(id), "r%d", i);
+        she_sel_item_t it = item(id);
+        it.query_type = i % 3 ? "qa" : "plain";
+        CHECK(she_selector_decide(sel, &it) == she_selector_decide(b, &it));
+    }
+    json_decref(state);
+    she_selector_free(b);
+    she_selector_free(sel);
+}
+
+/* Streaming: no offline pass rates.  With stage_recent a narrowed stage admits a prompt never
+ * rolled out (it has to be measured), then places it by its recent pass rate; without it the
+ * same prompt is outside the stage (the offline meaning). */
+static void test_curriculum_recent_rates(void) {
+    she_selector_config_t cfg = she_selector_defaults();
+    cfg.difficulty = 0;
+    cfg.stage_recent = 1;
+    she_sel_stage_t easier = {.name = "easier", .offline_lo = 0.5f, .offline_hi = 1.0f};
+    cfg.stages[0] = easier;
+    char errstr[SHE_ERRSTR_SIZE];
+    she_selector_t *sel = she_selector_new(&cfg, errstr, sizeof(errstr));
+    REQUIRE(sel != NULL);
+    she_sel_item_t e = item("easy"), h = item("hard"), o = item("offline-hard");
+    o.offline_pass = 0.1f; /* an offline rate, when there is one, still decides */
+    CHECK(she_selector_decide(sel, &e) == SHE_SEL_ADMIT_NO_DIFFICULTY);
+    CHECK(she_selector_decide(sel, &h) == SHE_SEL_ADMIT_NO_DIFFICULTY);
+    CHECK(she_selector_decide(sel, &o) == SHE_SEL_SKIP_CURRICULUM);
+    she_selector_observe(sel, "easy", 7, 8);
+    she_selector_observe(sel, "hard", 1, 8);
+    CHECK(she_selector_decide(sel, &e) == SHE_SEL_ADMIT_NO_DIFFICULTY);
+    CHECK(she_selector_decide(sel, &h) == SHE_SEL_SKIP_CURRICULUM);
+    she_selector_free(sel);
+    cfg.stage_recent = 0;
+    sel = she_selector_new(&cfg, errstr, sizeof(errstr));
+    REQUIRE(sel != NULL);
+    CHECK(she_selector_decide(sel, &e) == SHE_SEL_SKIP_CURRICULUM);
+    she_selector_free(sel);
+}
+
 static void test_rm_band(void) {
     she_selector_config_t cfg = she_selector_defaults();
     cfg.difficulty = 0;
@@ -530,6 +650,8 @@ int main(void) {
     RUN(test_quota_balance);
     RUN(test_quota_joint_cells);
     RUN(test_curriculum);
+    RUN(test_query_type_caps);
+    RUN(test_curriculum_recent_rates);
     RUN(test_rm_band);
     RUN(test_config_invalid);
     RUN(test_state_roundtrip);

@@ -315,8 +315,11 @@ static pid_t start_reward(const loop_t *lp) {
 static void start_loop(loop_t *lp) {
     char ckpt[1200];
     snprintf(ckpt, sizeof(ckpt), "%s/learn", dir);
+    /* a tight cap on plain queries: the rollout consumers get it through the control state, and
+     * the quota skips it causes are rejections the accounting has to count */
     const char *ca[] = {"control", "--bootstrap", bootstrap, KAFKA_FAST,
-                        "--set", "control.step.groups=4", "--log-level", "warn", NULL};
+                        "--set", "control.step.groups=4", "--set", "selection.quota.caps=plain=0.05",
+                        "--log-level", "warn", NULL};
     lp->control = spawn("control", ca);
     lp->rollout = start_rollout(lp);
     lp->reward = start_reward(lp);
@@ -444,6 +447,8 @@ static void check_accounting(const samples_t *ss) {
     free(r);
     CHECK_EQ_INT(lost, 0);
     CHECK_EQ_INT(trained + rejected + dead, ss->n);
+    CHECK_MSG(json_object_get(by_reason, "skip_quota") != NULL,
+              "no sample was held back by the control state's cap on plain queries");
     CHECK(trained > 0);
     json_decref(by_reason);
     json_decref(last);

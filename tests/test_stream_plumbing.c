@@ -396,6 +396,54 @@ static void test_control_state_sets_selector(void) {
     CHECK(she_selection_apply_control(sel, &cs, errstr, sizeof(errstr)) == SHE_ERR_INVALID);
     she_selector_status(sel, &s);
     CHECK_EQ_INT(s.stage, 1); /* unchanged by the refused states */
+
+    /* the quotas map carries the query-type caps: applied, replaced, removed; a bad cap refuses
+     * the whole state (band and stage stay) */
+    she_msg_metric_t q[2] = {{"negation", 0.2}, {"qa", 0.5}};
+    cs.difficulty_lo = 0.1f;
+    cs.curriculum_stage = 1;
+    cs.quotas = q;
+    cs.n_quotas = 2;
+    CHECK_OK(she_selection_apply_control(sel, &cs, errstr, sizeof(errstr)));
+    she_selector_config_t now;
+    she_selector_get_config(sel, &now);
+    CHECK_EQ_INT(now.n_caps, 2);
+    CHECK_STR(now.caps[1].query_type, "qa");
+    CHECK_CLOSE(now.caps[0].share, 0.2, 1e-6, 0);
+    she_msg_metric_t badq[1] = {{"qa", 1.5}};
+    cs.quotas = badq;
+    cs.n_quotas = 1;
+    cs.difficulty_lo = 0.05f;
+    CHECK(she_selection_apply_control(sel, &cs, errstr, sizeof(errstr)) == SHE_ERR_INVALID);
+    CHECK(strstr(errstr, "quotas") != NULL);
+    she_selector_status(sel, &s);
+    CHECK_CLOSE(s.lo, 0.1, 1e-6, 0);
+    she_selector_get_config(sel, &now);
+    CHECK_EQ_INT(now.n_caps, 2);
+    cs.quotas = NULL;
+    cs.n_quotas = 0;
+    CHECK_OK(she_selection_apply_control(sel, &cs, errstr, sizeof(errstr)));
+    she_selector_get_config(sel, &now);
+    CHECK_EQ_INT(now.n_caps, 0);
+
+    /* selection.quota.caps and selection.stage.rate */
+    REQUIRE_OK(she_conf_set(c, "selection.stages", "all:0-1:none:0", "test", errstr,
+                            sizeof(errstr)));
+    REQUIRE_OK(she_conf_set(c, "selection.quota.caps", "negation=0.2,qa=1", "test", errstr,
+                            sizeof(errstr)));
+    REQUIRE_OK(she_selection_config_from_conf(c, &cfg, errstr, sizeof(errstr)));
+    CHECK_EQ_INT(cfg.n_caps, 2);
+    CHECK_EQ_INT(cfg.stage_recent, 1);
+    CHECK_CLOSE(cfg.caps[1].share, 1.0, 1e-6, 0);
+    const char *bad_caps[] = {"negation", "negation=0", "negation=2", "=0.2", "a=0.1,b=x",
+                              "negation=0.2,negation=0.3"};
+    for (size_t i = 0; i < sizeof(bad_caps) / sizeof(bad_caps[0]); i++) {
+        REQUIRE_OK(she_conf_set(c, "selection.quota.caps", bad_caps[i], "test", errstr,
+                                sizeof(errstr)));
+        CHECK(she_selection_config_from_conf(c, &cfg, errstr, sizeof(errstr)) ==
+              SHE_ERR_CONFIG);
+    }
+    REQUIRE_OK(she_conf_set(c, "selection.quota.caps", "", "test", errstr, sizeof(errstr)));
     CHECK(she_conf_set(c, "selection.stages", "bad", "test", errstr, sizeof(errstr)) == SHE_OK);
     CHECK(she_selection_config_from_conf(c, &cfg, errstr, sizeof(errstr)) == SHE_ERR_CONFIG);
     she_selector_free(sel);

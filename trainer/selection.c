@@ -122,6 +122,8 @@ typedef struct sel_state {
     she_sel_counts_t counts;
     table_t prompts;
     table_t cells;
+    double cap_total; /* decayed admissions, the denominator of the caps */
+    table_t capped;   /* query type -> decayed admissions (capped types only) */
 } sel_state_t;
 
 struct she_selector {
@@ -186,6 +188,21 @@ static she_err_t check_config(const she_selector_config_t *c, char *errstr, size
         !(c->pass_ema_alpha > 0.0f && c->pass_ema_alpha <= 1.0f))
         return she_errf(SHE_ERR_INVALID, errstr, errstr_size,
                         "need p_unseen in [0, 1], ema_alpha and pass_ema_alpha in (0, 1]");
+    if (c->n_caps < 0 || c->n_caps > SHE_SEL_MAX_CAPS)
+        return she_errf(SHE_ERR_INVALID, errstr, errstr_size, "more than %d query-type caps",
+                        SHE_SEL_MAX_CAPS);
+    for (int i = 0; i < c->n_caps; i++) {
+        const she_sel_cap_t *k = &c->caps[i];
+        size_t len = strnlen(k->query_type, SHE_SEL_CAP_NAME);
+        if (len == 0 || len == SHE_SEL_CAP_NAME || !(k->share > 0.0f && k->share <= 1.0f))
+            return she_errf(SHE_ERR_INVALID, errstr, errstr_size,
+                            "query-type cap %d: need a type of 1..%d bytes and a share in (0, 1]",
+                            i, SHE_SEL_CAP_NAME - 1);
+        for (int j = 0; j < i; j++)
+            if (strcmp(c->caps[j].query_type, k->query_type) == 0)
+                return she_errf(SHE_ERR_INVALID, errstr, errstr_size,
+                                "query type '%s' capped twice", k->query_type);
+    }
     if (!(c->quota_slack > 0.0f) || c->quota_window < 1)
         return she_errf(SHE_ERR_INVALID, errstr, errstr_size,
                         "quotas: need quota_slack > 0 and quota_window >= 1");
@@ -205,6 +222,7 @@ static void state_init(sel_state_t *s, const she_selector_config_t *cfg) {
 static void state_clear(sel_state_t *s) {
     table_clear(&s->prompts);
     table_clear(&s->cells);
+    table_clear(&s->capped);
 }
 
 she_selector_t *she_selector_new(const she_selector_config_t *cfg, char *errstr,
@@ -277,6 +295,34 @@ static int quota_room(she_selector_t *sel, const char *key) {
     return c->x < quota_min(sel, NULL) + sel->cfg.quota_slack;
 }
 
+/* The cap on query type `type`, or NULL when the type is not capped. */
+static const she_sel_cap_t *cap_of(const she_selector_t *sel, const char *type) {
+    for (int i = 0; i < sel->cfg.n_caps; i++)
+        if (strcmp(sel->cfg.caps[i].query_type, type) == 0)
+            return &sel->cfg.caps[i];
+    return NULL;
+}
+
+/* Room under a cap: one more admission keeps the type's decayed share at or under the cap, give
+ * or take quota_slack admissions (so that the first few of a type always pass). */
+static int cap_room(const she_selector_t *sel, const she_sel_cap_t *k) {
+    const entry_t *e = table_find(&sel->s.capped, k->query_type);
+    double n = e ? e->x : 0.0;
+    return n + 1.0 <= (double)k->share * (sel->s.cap_total + 1.0) + sel->cfg.quota_slack;
+}
+
+/* Counts one admission (of any type: the caps' denominator) against the caps. */
+static void cap_count(she_selector_t *sel, const char *type) {
+    if (sel->cfg.n_caps == 0)
+        return;
+    double d = 1.0 - 1.0 / sel->cfg.quota_window;
+    sel->s.cap_total = sel->s.cap_total * d + 1.0;
+    for (int i = 0; i < sel->cfg.n_caps; i++) {
+        entry_t *e = table_get(&sel->s.capped, sel->cfg.caps[i].query_type);
+        e->x = e->x * d + (strcmp(type, sel->cfg.caps[i].query_type) == 0);
+    }
+}
+
 /* End of a difficulty window: widen the side(s) that rejected when too little passed; move back
  * toward the initial band when plenty did. */
 static void adjust_band(she_selector_t *sel) {
@@ -345,8 +391,14 @@ static she_sel_reason_t decide(she_selector_t *sel, const she_sel_item_t *it) {
     if (sel->s.stage >= c->n_stages)
         return SHE_SEL_SKIP_CURRICULUM_DONE;
     const she_sel_stage_t *st = &c->stages[sel->s.stage];
-    if (!(st->offline_lo <= 0.0f && st->offline_hi >= 1.0f) &&
-        !(it->offline_pass >= st->offline_lo && it->offline_pass <= st->offline_hi))
+    float rate = it->offline_pass;
+    if (isnan(rate) && c->stage_recent) {
+        const entry_t *e = table_find(&sel->s.prompts, it->id);
+        rate = e ? (float)e->x : NAN;
+    }
+    int unmeasured = isnan(rate) && c->stage_recent; /* measured first, placed afterwards */
+    if (!(st->offline_lo <= 0.0f && st->offline_hi >= 1.0f) && !unmeasured &&
+        !(rate >= st->offline_lo && rate <= st->offline_hi))
         return SHE_SEL_SKIP_CURRICULUM;
     if (c->rm_select && !(it->rm_score >= c->rm_lo && it->rm_score <= c->rm_hi))
         return SHE_SEL_SKIP_RM_BAND;
@@ -356,9 +408,15 @@ static she_sel_reason_t decide(she_selector_t *sel, const she_sel_item_t *it) {
         if (!quota_room(sel, key))
             return SHE_SEL_SKIP_QUOTA;
     }
+    const char *type = it->query_type ? it->query_type : "";
+    const she_sel_cap_t *cap = cap_of(sel, type);
+    if (cap && !cap_room(sel, cap))
+        return SHE_SEL_SKIP_QUOTA;
     she_sel_reason_t r = c->difficulty ? difficulty(sel, it->id) : SHE_SEL_ADMIT_NO_DIFFICULTY;
     if (st->balance && she_sel_admitted(r))
         table_get(&sel->s.cells, key)->x += 1.0;
+    if (she_sel_admitted(r))
+        cap_count(sel, type);
     return r;
 }
 
@@ -366,6 +424,32 @@ she_sel_reason_t she_selector_decide(she_selector_t *sel, const she_sel_item_t *
     she_sel_reason_t r = decide(sel, item);
     sel->s.counts.n[r]++;
     return r;
+}
+
+void she_selector_get_config(const she_selector_t *sel, she_selector_config_t *out) {
+    *out = sel->cfg;
+}
+
+she_err_t she_selector_set_caps(she_selector_t *sel, const she_sel_cap_t *caps, int n_caps,
+                                char *errstr, size_t errstr_size) {
+    she_selector_config_t c = sel->cfg;
+    if (n_caps < 0 || n_caps > SHE_SEL_MAX_CAPS)
+        return she_errf(SHE_ERR_INVALID, errstr, errstr_size, "%d query-type caps (at most %d)",
+                        n_caps, SHE_SEL_MAX_CAPS);
+    c.n_caps = n_caps;
+    if (n_caps > 0)
+        memcpy(c.caps, caps, sizeof(*caps) * (size_t)n_caps);
+    SHE_TRY(check_config(&c, errstr, errstr_size));
+    /* keep the counts of the types that stay capped; drop the others */
+    table_t kept = {0};
+    for (int i = 0; i < n_caps; i++) {
+        const entry_t *e = table_find(&sel->s.capped, caps[i].query_type);
+        table_get(&kept, caps[i].query_type)->x = e ? e->x : 0.0;
+    }
+    table_clear(&sel->s.capped);
+    sel->s.capped = kept;
+    sel->cfg = c;
+    return SHE_OK;
 }
 
 void she_selector_observe(she_selector_t *sel, const char *id, int n_pass, int G) {
@@ -467,14 +551,16 @@ json_t *she_selector_state_json(const she_selector_t *sel) {
             counts = NULL;
         }
     json_t *prompts = table_json(&s->prompts), *cells = table_json(&s->cells);
-    if (!counts || !prompts || !cells) {
+    json_t *capped = table_json(&s->capped);
+    if (!counts || !prompts || !cells || !capped) {
         json_decref(counts);
         json_decref(prompts);
         json_decref(cells);
+        json_decref(capped);
         return NULL;
     }
     return json_pack("{s:s, s:i, s:f, s:f, s:[I, I, I, I], s:s, s:i, s:I, s:f, s:f, s:I, s:I, "
-                     "s:I, s:I, s:I, s:o, s:o, s:o}",
+                     "s:I, s:I, s:I, s:o, s:o, s:o, s:f, s:o}",
                      "format", STATE_FORMAT, "version", STATE_VERSION, "lo", s->lo, "hi", s->hi,
                      "window", (json_int_t)s->w_n, (json_int_t)s->w_admit,
                      (json_int_t)s->w_hard, (json_int_t)s->w_easy, "rng", rng, "stage", s->stage,
@@ -483,7 +569,8 @@ json_t *she_selector_state_json(const she_selector_t *sel) {
                      (json_int_t)s->n_widen, "n_restore", (json_int_t)s->n_restore,
                      "n_stage_advance", (json_int_t)s->n_stage_advance, "quota_tick",
                      (json_int_t)s->quota_tick, "counts", counts,
-                     "prompts", prompts, "cells", cells);
+                     "prompts", prompts, "cells", cells, "cap_total", s->cap_total, "capped",
+                     capped);
 }
 
 /* A JSON number (integer or real) as a double; 0 and *ok = 0 when it is neither. */
@@ -565,6 +652,11 @@ she_err_t she_selector_load_state(she_selector_t *sel, const json_t *state, char
          s.w_n < sel->cfg.window && s.lo <= s.hi;
     ok = ok && load_table(&s.prompts, json_object_get(j, "prompts")) &&
          load_table(&s.cells, json_object_get(j, "cells"));
+    /* the caps' counts: absent from states written before there were caps */
+    if (ok && json_object_get(j, "capped")) {
+        s.cap_total = num(json_object_get(j, "cap_total"), &ok);
+        ok = ok && load_table(&s.capped, json_object_get(j, "capped"));
+    }
     if (!ok) {
         state_clear(&s);
         return she_errf(SHE_ERR_FORMAT, errstr, errstr_size,

@@ -7,9 +7,14 @@
  * rollouts fared (she_selector_observe) and when a training step ends (she_selector_end_step).
  * An offered prompt goes through, in order:
  *   1. the curriculum stage's difficulty band on the prompt's OFFLINE pass rate (the initial
- *      policy's, from rejection sampling): easier / harder stages;
+ *      policy's, from rejection sampling): easier / harder stages.  Streaming has no offline
+ *      pass rates (a sample is met for the first time on the stream), so with stage_recent the
+ *      band applies to the prompt's RECENT pass rate instead, and a prompt never observed passes
+ *      the stage filter: it has to be rolled out once before its difficulty is known;
  *   2. the reward-model score band (§5.5), when enabled;
- *   3. the diverse-sampling quota of the stage's balance dimensions (domain x query type x grade);
+ *   3. the diverse-sampling quota of the stage's balance dimensions (domain x query type x grade),
+ *      and the caps on single query types (largest share of admissions, e.g. negation <= 0.2),
+ *      which `she control` publishes to every rollout consumer;
  *   4. dynamic difficulty: the prompt's RECENT pass rate (an exponential moving average of its
  *      groups' pass rates under the current policy) must lie in the band [lo, hi], which moves
  *      inside [lo_min, hi_max] (paper: 0.01 .. 0.90).  Every `window` decisions a controller
@@ -79,6 +84,15 @@ enum {
 
 #define SHE_SEL_MAX_STAGES 8
 #define SHE_SEL_STAGE_NAME 32
+#define SHE_SEL_MAX_CAPS 16
+#define SHE_SEL_CAP_NAME 32
+
+/* A cap on one query type: at most `share` of the recent admissions (decayed like the quota
+ * cells, over quota_window admissions) may be of this type. */
+typedef struct she_sel_cap {
+    char query_type[SHE_SEL_CAP_NAME];
+    float share; /* (0, 1] */
+} she_sel_cap_t;
 
 /* A curriculum stage: a filter and a stop condition. */
 typedef struct she_sel_stage {
@@ -95,6 +109,9 @@ typedef struct she_sel_stage {
 typedef struct she_selector_config {
     she_sel_stage_t stages[SHE_SEL_MAX_STAGES];
     int n_stages; /* >= 1; the defaults are one stage that admits everything and never ends */
+    int stage_recent; /* 1: a prompt without an offline pass rate is placed by its recent pass
+                         rate, and one never observed passes the stage filter (streaming);
+                         0: unknown offline rate = outside a narrowed stage band (offline RL) */
 
     /* dynamic difficulty sampling */
     int difficulty;     /* 1 = on */
@@ -120,6 +137,8 @@ typedef struct she_selector_config {
      * about quota_slack / (rare cell's offer share * quota_window) relative. */
     float quota_slack;  /* 1.0 */
     int quota_window;   /* 1024 */
+    she_sel_cap_t caps[SHE_SEL_MAX_CAPS]; /* per-query-type caps (she_selector_set_caps) */
+    int n_caps;
 
     /* reward-model-based selection (§5.5): admit prompts whose score lies in [rm_lo, rm_hi] */
     int rm_select;      /* 1 = on */
@@ -152,6 +171,15 @@ void she_selector_free(she_selector_t *sel);
 /* Decides on one offered prompt, counts the reason and returns it (she_sel_admitted() tells
  * whether to train on it). */
 she_sel_reason_t she_selector_decide(she_selector_t *sel, const she_sel_item_t *item);
+
+/* A copy of the selector's configuration (with its current caps). */
+void she_selector_get_config(const she_selector_t *sel, she_selector_config_t *out);
+
+/* Replaces the query-type caps (a control state carries them).  SHE_ERR_INVALID, selector
+ * unchanged, for more than SHE_SEL_MAX_CAPS caps, an empty or too long type, a repeated type or
+ * a share outside (0, 1].  The decayed counts of types that stay capped are kept. */
+she_err_t she_selector_set_caps(she_selector_t *sel, const she_sel_cap_t *caps, int n_caps,
+                                char *errstr, size_t errstr_size);
 
 /* Records n_pass right out of G rollouts of prompt id (updates its recent pass rate). */
 void she_selector_observe(she_selector_t *sel, const char *id, int n_pass, int G);
