@@ -6,7 +6,12 @@
  * decode, or a group the rewarder refuses (token ids outside the vocabulary, ...), goes to the
  * dead-letter topic with the reason; when a batch fails, its groups are retried one by one so
  * only the bad ones are dead-lettered.  Outputs are keyed by sample id; offsets are committed
- * after the outputs are delivered (stream.h). */
+ * after the outputs are delivered (stream.h).
+ *
+ * Besides the rewards, /metrics tells how the responses and the reward model behave: responses
+ * whose final grade does not parse (a format failure, as `she evaluate` counts them; a rising
+ * share is the first sign of reward hacking), the reward model's mean P([Correct]) per judged
+ * step, and its verdicts against the step truth where the sample has one. */
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -57,7 +62,10 @@ typedef struct rewarding {
     rd_kafka_message_t **msgs;
     she_rollout_group_t *groups;
     she_rewarded_group_t *out;
-    she_metric_series_t *s_reward[SHE_RL_N_STEPS + 1], *s_pass;
+    she_metric_series_t *s_reward[SHE_RL_N_STEPS + 1], *s_pass, *s_responses, *s_format;
+    she_metric_t *m_rm_score, *m_rm_checks;
+    she_step_verdict_t *verdicts; /* room for n_verdicts responses */
+    int n_verdicts;
 } rewarding_t;
 
 static she_err_t parse_weights(const char *s, float w[SHE_RL_N_STEPS], char *errstr,
@@ -135,6 +143,25 @@ static she_err_t setup(rewarding_t *w, const she_conf_t *c, she_metrics_t *reg, 
         w->s_reward[j] = she_metrics_series(m_reward, lv);
     }
     w->s_pass = she_metrics_series(m_pass, NULL);
+    she_metric_t *m;
+    SHE_TRY(she_metrics_counter(reg, "she_reward_responses_total", "Responses rewarded.", NULL, &m,
+                                errstr, errstr_size));
+    w->s_responses = she_metrics_series(m, NULL);
+    SHE_TRY(she_metrics_counter(reg, "she_reward_format_failures_total",
+                                "Responses whose final grade did not parse.", NULL, &m, errstr,
+                                errstr_size));
+    w->s_format = she_metrics_series(m, NULL);
+    if (w->rm) {
+        /* Series per step appear with the first verdict: the mode decides which steps the
+         * reward model judges. */
+        SHE_TRY(she_metrics_gauge(reg, "she_reward_model_score_mean",
+                                  "Mean P([Correct]) the reward model gave a step, last batch.",
+                                  "step", &w->m_rm_score, errstr, errstr_size));
+        SHE_TRY(she_metrics_counter(reg, "she_reward_model_checks_total",
+                                    "Reward-model verdicts (P >= 0.5) against the step truth, "
+                                    "on samples that have it.",
+                                    "step,result", &w->m_rm_checks, errstr, errstr_size));
+    }
     const char *topics[] = {"rollouts"};
     return she_stream_subscribe(w->st, topics, 1, errstr, errstr_size);
 }
@@ -157,24 +184,71 @@ static she_err_t publish(rewarding_t *w, const she_rewarded_group_t *g, char *er
     return she_stream_produce(w->st, "passrate", key, strlen(key), buf, len, errstr, errstr_size);
 }
 
-static void observe(rewarding_t *w, const she_rewarded_group_t *g, int n) {
+/* The reward model's side of a batch: v[0..n) are the verdicts of its responses. */
+static void observe_rm(rewarding_t *w, const she_step_verdict_t *v, long n) {
+    double score[SHE_RM_N_STEPS] = {0};
+    long judged[SHE_RM_N_STEPS] = {0}, agree[SHE_RM_N_STEPS] = {0}, checked[SHE_RM_N_STEPS] = {0};
+    for (long k = 0; k < n; k++)
+        for (int j = 0; j < SHE_RM_N_STEPS; j++) {
+            if (v[k].rm[j] < 0)
+                continue;
+            judged[j]++;
+            score[j] += v[k].rm[j];
+            if (v[k].gt[j] >= 0) {
+                checked[j]++;
+                agree[j] += (v[k].rm[j] >= 0.5f) == (v[k].gt[j] == 1);
+            }
+        }
+    for (int j = 0; j < SHE_RM_N_STEPS; j++) {
+        if (!judged[j])
+            continue;
+        char step[8];
+        snprintf(step, sizeof(step), "%d", j + 1);
+        const char *ls[] = {step}, *la[] = {step, "agree"}, *ld[] = {step, "disagree"};
+        she_metrics_set(she_metrics_series(w->m_rm_score, ls), score[j] / (double)judged[j]);
+        if (checked[j]) {
+            she_metrics_add(she_metrics_series(w->m_rm_checks, la), (double)agree[j]);
+            she_metrics_add(she_metrics_series(w->m_rm_checks, ld),
+                            (double)(checked[j] - agree[j]));
+        }
+    }
+}
+
+/* Metrics of n rewarded groups; v holds the verdicts of their responses, in order. */
+static void observe(rewarding_t *w, const she_rewarded_group_t *g, const she_step_verdict_t *v,
+                    int n) {
     double sum[SHE_RL_N_STEPS + 1] = {0};
-    long cnt = 0;
+    long cnt = 0, format = 0;
     for (int i = 0; i < n; i++) {
         she_metrics_observe(w->s_pass, g[i].pass_rate);
         for (int k = 0; k < g[i].n_rewards; k++, cnt++) {
             for (int j = 0; j < SHE_RL_N_STEPS; j++)
                 sum[j] += g[i].rewards[k].step_rewards[j];
             sum[SHE_RL_N_STEPS] += g[i].rewards[k].total;
+            format += !v[cnt].parsed[SHE_RL_N_STEPS - 1];
         }
     }
     for (int j = 0; cnt && j <= SHE_RL_N_STEPS; j++)
         she_metrics_set(w->s_reward[j], sum[j] / (double)cnt);
+    she_metrics_add(w->s_responses, (double)cnt);
+    she_metrics_add(w->s_format, (double)format);
+    if (w->rm)
+        observe_rm(w, v, cnt);
 }
 
 /* Rewards groups[lo..lo+n) and publishes them; on failure returns the reason, nothing moved. */
 static she_err_t reward_range(rewarding_t *w, int lo, int n, char *errstr, size_t errstr_size) {
-    SHE_TRY(she_reward_groups(w->rw, w->groups + lo, n, w->out + lo, NULL, errstr, errstr_size));
+    int responses = 0;
+    for (int i = lo; i < lo + n; i++)
+        responses += w->groups[i].n_responses;
+    if (responses > w->n_verdicts) {
+        she_step_verdict_t *v = realloc(w->verdicts, sizeof(*v) * (size_t)responses);
+        SHE_CHECK_ALLOC(v);
+        w->verdicts = v;
+        w->n_verdicts = responses;
+    }
+    SHE_TRY(she_reward_groups(w->rw, w->groups + lo, n, w->out + lo, w->verdicts, errstr,
+                              errstr_size));
     int64_t now = she_stream_now_ms();
     for (int i = lo; i < lo + n; i++) {
         w->out[i].created_ms = now;
@@ -182,7 +256,7 @@ static she_err_t reward_range(rewarding_t *w, int lo, int n, char *errstr, size_
         if (publish(w, &w->out[i], perr, sizeof(perr)) != SHE_OK)
             she_stream_dead_letter(w->st, w->msgs[i], perr);
     }
-    observe(w, w->out + lo, n);
+    observe(w, w->out + lo, w->verdicts, n);
     return SHE_OK;
 }
 
@@ -273,6 +347,7 @@ int she_cmd_reward(int argc, char **argv, char **envp) {
     free(w.msgs);
     free(w.groups);
     free(w.out);
+    free(w.verdicts);
     she_metrics_free(reg);
     she_cmd_fini(&env);
     return status;

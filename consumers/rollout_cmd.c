@@ -30,6 +30,7 @@
 #include "commands.h"
 #include "consumers/selection_conf.h"
 #include "dataset.h"
+#include "engine.h"
 #include "messages.h"
 #include "policy_watch.h"
 #include "signals.h"
@@ -52,6 +53,8 @@ static const she_conf_def_t rollout_defs[] = {
     {"rollout.max.prompt", SHE_CONF_INT, "128", "prompt tokens (the item text is cut to fit)", 2,
      4096, NULL, NULL},
     {"rollout.max.new", SHE_CONF_INT, "96", "response tokens", 1, 4096, NULL, "max-new"},
+    {"rollout.device", SHE_CONF_STR, "cpu", "where responses are generated: cpu, cuda or cuda:N",
+     0, 0, NULL, "device"},
     {"rollout.staleness", SHE_CONF_INT, "2",
      "K: pause while the policy is more than K versions behind the newest announced", 0, 1e9,
      NULL, "staleness"},
@@ -273,6 +276,9 @@ static void check_staleness(roller_t *r) {
 
 static she_err_t setup(roller_t *r, she_metrics_t *reg, char *errstr, size_t errstr_size) {
     she_conf_t *c = r->conf;
+    she_device_t dev; /* a wrong --device fails before anything connects (exit 2) */
+    if (she_device_select(she_conf_get(c, "rollout.device"), &dev, errstr, errstr_size) != SHE_OK)
+        return SHE_ERR_CONFIG;
     she_selector_config_t sc;
     SHE_TRY(she_selection_config_from_conf(c, &sc, errstr, errstr_size));
     r->sel = she_selector_new(&sc, errstr, errstr_size);
@@ -304,6 +310,7 @@ static she_err_t setup(roller_t *r, she_metrics_t *reg, char *errstr, size_t err
     rc.top_k = (int)she_conf_get_int(c, "rollout.top.k");
     rc.max_new_tokens = (int)she_conf_get_int(c, "rollout.max.new");
     rc.max_prompt_tokens = r->max_prompt;
+    rc.device = she_conf_get(c, "rollout.device");
     SHE_TRY(she_policy_watch_start(r->pw, she_conf_get(c, "rollout.policy"),
                                    she_conf_get_int(c, "rollout.policy.version"), 1,
                                    rc.max_prompt_tokens + rc.max_new_tokens,

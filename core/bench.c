@@ -7,6 +7,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "engine.h"
 #include "optim.h"
 #include "sampler.h"
 
@@ -103,13 +104,18 @@ double she_bench_sgemm_gflops(const she_model_config_t *c, int N, int reps) {
     return flops / secs / 1e9;
 }
 
-she_err_t she_bench_train(const she_model_config_t *cfg, int B, int T, int steps,
-                          she_bench_train_t *out, char *errstr, size_t errstr_size) {
+she_err_t she_bench_train(const she_model_config_t *cfg, const she_device_t *dev, int tf32,
+                          int B, int T, int steps, she_bench_train_t *out, char *errstr,
+                          size_t errstr_size) {
     she_model_t *m = NULL;
     SHE_TRY(she_model_new(cfg, B, T, &m, errstr, errstr_size));
     she_model_init_weights(m, 1, 0.02f);
     she_adamw_t *opt = she_adamw_new(m->n_params);
     she_adamw_config_t hp = she_adamw_defaults();
+    she_engine_t *e = NULL;
+    she_err_t err = she_engine_new(m, opt, dev, &e, errstr, errstr_size);
+    if (err == SHE_OK)
+        err = she_engine_set_tf32(e, tf32, errstr, errstr_size);
     size_t N = (size_t)B * T;
     int32_t *tok = malloc(N * sizeof(int32_t)), *tgt = malloc(N * sizeof(int32_t));
     float *logp = malloc(N * sizeof(float)), *dlogp = malloc(N * sizeof(float));
@@ -124,17 +130,23 @@ she_err_t she_bench_train(const she_model_config_t *cfg, int B, int T, int steps
         tgt[i] = (int32_t)(((i + 1) * 2654435761u) % (unsigned)cfg->vocab_size);
         dlogp[i] = -1.0f / (float)N;
     }
-    she_err_t err = SHE_OK;
+    /* a device queues backward and the update: each phase is waited for before its clock */
     for (int s = -1; s < steps && err == SHE_OK; s++) {
         double t0 = she_now_s();
-        she_model_zero_grad(m);
-        err = she_model_forward(m, tok, NULL, tgt, B, T, 1.0f, logp, NULL, errstr, errstr_size);
-        if (err != SHE_OK)
-            break;
+        err = she_engine_zero_grad(e, errstr, errstr_size);
+        if (err == SHE_OK)
+            err = she_engine_forward(e, tok, NULL, tgt, B, T, 1.0f, logp, NULL, errstr,
+                                     errstr_size);
         double t1 = she_now_s();
-        she_model_backward(m, dlogp, NULL);
+        if (err == SHE_OK)
+            err = she_engine_backward(e, dlogp, NULL, errstr, errstr_size);
+        if (err == SHE_OK)
+            err = she_engine_sync(e, errstr, errstr_size);
         double t2 = she_now_s();
-        she_model_adamw_step(m, opt, &hp, 1e-4f, 1.0f, 1.0f);
+        if (err == SHE_OK)
+            err = she_engine_adamw_step(e, &hp, 1e-4f, 1.0f, 1.0f, NULL, errstr, errstr_size);
+        if (err == SHE_OK)
+            err = she_engine_sync(e, errstr, errstr_size);
         double t3 = she_now_s();
         if (s >= 0) {
             t_step[s] = t3 - t0;
@@ -152,18 +164,25 @@ she_err_t she_bench_train(const she_model_config_t *cfg, int B, int T, int steps
         out->adamw_frac = t_o / total;
     }
     free(tok), free(tgt), free(logp), free(dlogp), free(t_step);
+    she_engine_free(e);
     she_adamw_free(opt);
     she_model_free(m);
     return err;
 }
 
-she_err_t she_bench_generate(const she_model_config_t *cfg, int B, int prompt_len, int n_new,
-                             int runs, she_bench_gen_t *out, char *errstr, size_t errstr_size) {
+she_err_t she_bench_generate(const she_model_config_t *cfg, const she_device_t *dev, int tf32,
+                             int B, int prompt_len, int n_new, int runs, she_bench_gen_t *out,
+                             char *errstr, size_t errstr_size) {
     she_model_t *m = NULL;
-    she_sampler_t *s = NULL;
+    she_engine_t *e = NULL;
+    she_engine_sampler_t *s = NULL;
     SHE_TRY(she_model_new(cfg, 1, 2, &m, errstr, errstr_size));
     she_model_init_weights(m, 1, 0.02f);
-    she_err_t err = she_sampler_new(m, B, prompt_len + n_new, &s, errstr, errstr_size);
+    she_err_t err = she_engine_new(m, NULL, dev, &e, errstr, errstr_size);
+    if (err == SHE_OK)
+        err = she_engine_set_tf32(e, tf32, errstr, errstr_size);
+    if (err == SHE_OK)
+        err = she_engine_sampler_new(e, B, prompt_len + n_new, &s, errstr, errstr_size);
     int32_t *prompts = malloc((size_t)B * prompt_len * sizeof(int32_t));
     int32_t *toks = malloc((size_t)B * n_new * sizeof(int32_t));
     float *logp = malloc((size_t)B * n_new * sizeof(float));
@@ -188,8 +207,8 @@ she_err_t she_bench_generate(const she_model_config_t *cfg, int B, int prompt_le
                              .max_new_tokens = n_new};
     for (int r = -1; r < runs && err == SHE_OK; r++) {
         double t0 = she_now_s();
-        err = she_sampler_generate(s, pp, lens, B, &p, 1234 + (uint64_t)r, toks, logp, NULL,
-                                   out_lens, NULL, errstr, errstr_size);
+        err = she_engine_generate(s, pp, lens, B, &p, 1234 + (uint64_t)r, toks, logp, NULL,
+                                  out_lens, NULL, errstr, errstr_size);
         if (r >= 0)
             t[r] = she_now_s() - t0;
     }
@@ -199,7 +218,8 @@ she_err_t she_bench_generate(const she_model_config_t *cfg, int B, int prompt_le
         out->gflops = she_sampler_flops(cfg, B, prompt_len, n_new) / out->s_median / 1e9;
     }
     free(prompts), free(toks), free(logp), free(lens), free(out_lens), free(pp), free(t);
-    she_sampler_free(s);
+    she_engine_sampler_free(s);
+    she_engine_free(e);
     she_model_free(m);
     return err;
 }

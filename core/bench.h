@@ -1,11 +1,14 @@
 /* bench.h -- engine throughput measurements for `she bench` (a benchmark program, not a test).
  *
  * Every figure is measured in the same process as its reference: the sgemm GFLOP/s that
- * OpenBLAS (its own threads) reaches on the model's own matrix shapes, so ratios are
- * comparable across machines and runs.  Times are medians of repeated runs. */
+ * OpenBLAS (its own threads) reaches on the model's own matrix shapes -- or, on a CUDA device,
+ * the cuBLAS SGEMM GFLOP/s on the same shapes in the same math mode (FP32 or TF32) -- so ratios
+ * are comparable across machines and runs.  Times are medians of repeated runs.  Training and
+ * generation run through the engine façade (engine.h) on the device given. */
 #ifndef SHE_BENCH_H
 #define SHE_BENCH_H
 
+#include "engine.h"
 #include "error.h"
 #include "model.h"
 
@@ -24,17 +27,29 @@ typedef struct she_bench_train {
     double forward_frac, backward_frac, adamw_frac;
 } she_bench_train_t;
 
-/* Times `steps` training steps (forward + backward + AdamW, after one warm-up) on B x T. */
-she_err_t she_bench_train(const she_model_config_t *cfg, int B, int T, int steps,
-                          she_bench_train_t *out, char *errstr, size_t errstr_size);
+/* cuBLAS SGEMM GFLOP/s on CUDA device `device` on the shapes she_bench_sgemm_gflops times, with
+ * TF32 tensor-core math when tf32 (else full FP32); per shape the median of reps runs timed
+ * with CUDA events after a warm-up.  SHE_ERR_CUDA on a device failure, SHE_ERR_UNSUPPORTED in
+ * a build without CUDA. */
+she_err_t she_bench_cublas_gflops(const she_model_config_t *cfg, int device, int rows, int reps,
+                                  int tf32, double *gflops, char *errstr, size_t errstr_size);
+
+/* Times `steps` training steps (forward + backward + AdamW, after one warm-up) on B x T on dev
+ * (TF32 GEMMs when tf32, on a device).  On a device each phase is waited for before its clock
+ * is read, so the fractions are of device time. */
+she_err_t she_bench_train(const she_model_config_t *cfg, const she_device_t *dev, int tf32,
+                          int B, int T, int steps, she_bench_train_t *out, char *errstr,
+                          size_t errstr_size);
 
 typedef struct she_bench_gen {
     double s_median, tokens_per_s, gflops;
 } she_bench_gen_t;
 
 /* Times generation of n_new tokens after distinct prompt_len-token prompts for B rows with the
- * KV-cache sampler (temperature 0.99, top-k 100, no early stop), `runs` runs after a warm-up. */
-she_err_t she_bench_generate(const she_model_config_t *cfg, int B, int prompt_len, int n_new,
-                             int runs, she_bench_gen_t *out, char *errstr, size_t errstr_size);
+ * KV-cache sampler on dev (temperature 0.99, top-k 100, no early stop), `runs` runs after a
+ * warm-up. */
+she_err_t she_bench_generate(const she_model_config_t *cfg, const she_device_t *dev, int tf32,
+                             int B, int prompt_len, int n_new, int runs, she_bench_gen_t *out,
+                             char *errstr, size_t errstr_size);
 
 #endif

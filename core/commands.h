@@ -18,5 +18,7 @@ int she_cmd_rollout(int argc, char **argv, char **envp);
 int she_cmd_reward(int argc, char **argv, char **envp);
 int she_cmd_learn(int argc, char **argv, char **envp);
 int she_cmd_pipeline(int argc, char **argv, char **envp);
+int she_cmd_serve(int argc, char **argv, char **envp);
+int she_cmd_canary(int argc, char **argv, char **envp);
 
 #endif

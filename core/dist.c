@@ -778,6 +778,7 @@ void she_dist_abort(she_dist_t *d, int code) {
     exit(code);
 }
 
+int she_dist_failed(const she_dist_t *d) { return d->failed != SHE_OK; }
 int she_dist_rank(const she_dist_t *d) { return d->cfg.rank; }
 int she_dist_world(const she_dist_t *d) { return d->cfg.world_size; }
 int she_dist_local_rank(const she_dist_t *d) { return d->cfg.local_rank; }
@@ -836,12 +837,53 @@ she_err_t she_dist_allreduce(she_dist_t *d, float *buf, size_t n, she_dist_op_t 
     return SHE_OK;
 }
 
+she_err_t she_dist_allgather(she_dist_t *d, const void *mine, size_t bytes, void *all,
+                             char *errstr, size_t errstr_size) {
+    /* this rank's bytes go to its own slot first; the round sends them from there */
+    char *slot = (char *)all + (size_t)d->cfg.rank * bytes;
+    memmove(slot, mine, bytes);
+    return host_round(d, OP_ALLGATHER, slot, bytes, 0, all, errstr, errstr_size);
+}
+
 she_err_t she_dist_allgather_i64(she_dist_t *d, const int64_t *mine, size_t n, int64_t *all,
                                  char *errstr, size_t errstr_size) {
-    /* this rank's values go to its own slot first; the round sends them from there */
-    int64_t *slot = all + (size_t)d->cfg.rank * n;
-    memcpy(slot, mine, n * sizeof(int64_t));
-    return host_round(d, OP_ALLGATHER, slot, n * sizeof(int64_t), 0, all, errstr, errstr_size);
+    return she_dist_allgather(d, mine, n * sizeof(int64_t), all, errstr, errstr_size);
+}
+
+/* FNV-1a over 8-byte words (then the tail bytes): a checksum fast enough to run over a
+ * model's parameters every few steps -- about 8 times dataset.h's byte-wise she_hash64. */
+static uint64_t hash64(const void *buf, size_t bytes) {
+    const unsigned char *p = buf;
+    uint64_t h = 0xcbf29ce484222325ull;
+    size_t i = 0;
+    for (; i + 8 <= bytes; i += 8) {
+        uint64_t w;
+        memcpy(&w, p + i, 8);
+        h = (h ^ w) * 0x100000001b3ull;
+    }
+    for (; i < bytes; i++)
+        h = (h ^ p[i]) * 0x100000001b3ull;
+    return h;
+}
+
+she_err_t she_dist_check_identical(she_dist_t *d, const void *buf, size_t bytes,
+                                   const char *what, char *errstr, size_t errstr_size) {
+    int64_t mine = (int64_t)hash64(buf, bytes);
+    SHE_TRY(she_dist_allgather_i64(d, &mine, 1, d->gathered, errstr, errstr_size));
+    char differ[128] = "";
+    int n_differ = 0;
+    for (int r = 1, len = 0; r < d->cfg.world_size; r++)
+        if (d->gathered[r] != d->gathered[0]) {
+            n_differ++;
+            if (len < 100)
+                len += snprintf(differ + len, sizeof(differ) - (size_t)len, " %d", r);
+        }
+    if (n_differ > 0)
+        return she_errf(SHE_ERR_INVALID, errstr, errstr_size,
+                        "%s differ between ranks: %d rank(s) hold another copy than rank 0's "
+                        "(ranks:%s)",
+                        what, n_differ, differ);
+    return SHE_OK;
 }
 
 she_err_t she_dist_sum_i64(she_dist_t *d, int64_t mine, int64_t *total, char *errstr,

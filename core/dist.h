@@ -45,8 +45,8 @@
  * every rank the same bits too, though MPI does not promise it -- tests/test_dist checks it for
  * 2 ranks.  Identical optimizer steps then keep the parameters bit-identical across ranks.
  *
- * Not here: sharding the data (the Kafka consumer group gives each rank its partitions), the
- * checkpoint format (rank 0 writes the offsets gathered with she_dist_allgather_i64). */
+ * Not here: sharding the data (`she learn` gives rank r the partitions p with p % world == r),
+ * the checkpoint format (rank 0 writes the offsets gathered with she_dist_allgather_i64). */
 #ifndef SHE_DIST_H
 #define SHE_DIST_H
 
@@ -122,6 +122,9 @@ void she_dist_free(she_dist_t *d);
  * their next collective at once.  For a failed collective; never returns. */
 void she_dist_abort(she_dist_t *d, int code) __attribute__((noreturn));
 
+/* 1 once a collective (or init) failed: the handle refuses every later one and the job must
+ * end (she_dist_abort). */
+int she_dist_failed(const she_dist_t *d);
 int she_dist_rank(const she_dist_t *d);
 int she_dist_world(const she_dist_t *d);
 int she_dist_local_rank(const she_dist_t *d);
@@ -142,6 +145,10 @@ she_err_t she_dist_broadcast(she_dist_t *d, void *buf, size_t bytes, int root, c
                              size_t errstr_size);
 /* Returns on each rank once every rank has entered it. */
 she_err_t she_dist_barrier(she_dist_t *d, char *errstr, size_t errstr_size);
+/* all[r * bytes, (r + 1) * bytes) = rank r's mine[0, bytes): the same size on every rank (pad
+ * to the largest, sent first, for data of varying size). */
+she_err_t she_dist_allgather(she_dist_t *d, const void *mine, size_t bytes, void *all,
+                             char *errstr, size_t errstr_size);
 /* all[r * n + i] = rank r's mine[i], for n values per rank (all holds world_size * n): e.g.
  * every rank's Kafka offsets, for rank 0's checkpoint. */
 she_err_t she_dist_allgather_i64(she_dist_t *d, const int64_t *mine, size_t n, int64_t *all,
@@ -149,6 +156,14 @@ she_err_t she_dist_allgather_i64(she_dist_t *d, const int64_t *mine, size_t n, i
 /* *total = the sum over ranks of `mine` (token or sequence counts for the loss normaliser). */
 she_err_t she_dist_sum_i64(she_dist_t *d, int64_t mine, int64_t *total, char *errstr,
                            size_t errstr_size);
+
+/* Checks that every rank holds the same bytes buf[0, bytes) (e.g. the parameters after
+ * identical optimizer steps): a 64-bit hash of each rank's copy is gathered and compared, so
+ * it moves 8 bytes per rank, not the buffer.  SHE_ERR_INVALID naming `what` and the ranks
+ * whose copies differ from rank 0's; the collective errors otherwise.  Every rank gets the
+ * same answer. */
+she_err_t she_dist_check_identical(she_dist_t *d, const void *buf, size_t bytes,
+                                   const char *what, char *errstr, size_t errstr_size);
 
 /* ---- collectives on device memory (nccl) ---- */
 

@@ -14,6 +14,8 @@
 #include <netdb.h>
 #include <stdarg.h>
 #include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <sys/socket.h>
@@ -574,4 +576,23 @@ void she_httpd_free(she_httpd_t *h) {
     }
     free(h->routes);
     free(h);
+}
+
+she_err_t she_httpd_read_token_file(const char *path, char **out, char *errstr, size_t errstr_size) {
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return she_errf(SHE_ERR_NOT_FOUND, errstr, errstr_size, "token file %s: cannot open",
+                        path);
+    char line[4096];
+    int got = fgets(line, sizeof(line), f) != NULL;
+    fclose(f);
+    size_t n = got ? strlen(line) : 0;
+    while (n > 0 && strchr(" \t\r\n", line[n - 1]))
+        line[--n] = '\0';
+    if (n == 0)
+        return she_errf(SHE_ERR_CONFIG, errstr, errstr_size, "token file %s: empty first line",
+                        path);
+    *out = strdup(line);
+    SHE_CHECK_ALLOC(*out);
+    return SHE_OK;
 }

@@ -88,6 +88,12 @@ she_err_t she_httpd_start(she_httpd_t *h, char *errstr, size_t errstr_size);
 /* The bound TCP port. */
 int she_httpd_port(const she_httpd_t *h);
 
+/* A bearer token from a file (a mounted Secret): its first line without trailing whitespace,
+ * malloc'd into *out.  SHE_ERR_NOT_FOUND when it cannot be opened, SHE_ERR_CONFIG when the first
+ * line is empty; both name the file. */
+she_err_t she_httpd_read_token_file(const char *path, char **out, char *errstr,
+                                    size_t errstr_size);
+
 /* Stops accepting, waits for running handlers, closes every connection and frees h.
  * NULL does nothing. */
 void she_httpd_free(she_httpd_t *h);

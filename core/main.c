@@ -14,6 +14,7 @@ typedef struct she_command {
 static const she_command_t commands[] = {
     {"bench", she_cmd_bench, "measure engine training and generation throughput"},
     {"broker", she_cmd_broker, "run the embedded Kafka broker (librdkafka mock cluster)"},
+    {"canary", she_cmd_canary, "move evaluated policies to serving through a gated canary"},
     {"control", she_cmd_control, "steer data selection (difficulty band, curriculum) from pass rates"},
     {"evaluate", she_cmd_evaluate, "judge a labelled log with a checkpoint: metrics and baselines"},
     {"gen-data", she_cmd_gen_data, "write a seeded synthetic query log with step ground truth"},
@@ -22,6 +23,7 @@ static const she_command_t commands[] = {
     {"produce", she_cmd_produce, "publish search-log samples (CSV/JSONL, files or tail -f) to Kafka"},
     {"reward", she_cmd_reward, "hybrid stepwise rewards for rollout groups (Kafka consumer)"},
     {"rollout", she_cmd_rollout, "select samples and generate G responses per prompt (Kafka consumer)"},
+    {"serve", she_cmd_serve, "the judge over HTTP: batching, stable and canary policies"},
     {"train-dpo", she_cmd_train_dpo, "DPO of the policy: teacher chains over its own wrong ones"},
     {"train-rl", she_cmd_train_rl, "GRPO / SRPO of the policy with stepwise hybrid rewards"},
     {"train-rm", she_cmd_train_rm, "train the generative stepwise reward model"},

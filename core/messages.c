@@ -104,6 +104,13 @@ static she_err_t w_float(ctx_t *x, avro_value_t *rec, const char *name, float v)
     return SHE_OK;
 }
 
+static she_err_t w_double(ctx_t *x, avro_value_t *rec, const char *name, double v) {
+    avro_value_t f;
+    SHE_TRY(field(x, rec, name, &f));
+    AV(x, name, avro_value_set_double(&f, v));
+    return SHE_OK;
+}
+
 static she_err_t w_bool(ctx_t *x, avro_value_t *rec, const char *name, int v) {
     avro_value_t f;
     SHE_TRY(field(x, rec, name, &f));
@@ -245,6 +252,13 @@ static she_err_t r_float(ctx_t *x, avro_value_t *rec, const char *name, float *o
     return SHE_OK;
 }
 
+static she_err_t r_double(ctx_t *x, avro_value_t *rec, const char *name, double *out) {
+    avro_value_t f;
+    SHE_TRY(field(x, rec, name, &f));
+    AV(x, name, avro_value_get_double(&f, out));
+    return SHE_OK;
+}
+
 static she_err_t r_bool(ctx_t *x, avro_value_t *rec, const char *name, int *out) {
     avro_value_t f;
     SHE_TRY(field(x, rec, name, &f));
@@ -368,7 +382,7 @@ she_err_t she_msg_codec_open(const char *schema_dir, she_avro_codec_t **ac, char
     static const char *const records[] = {
         SHE_MSG_SAMPLE,        SHE_MSG_ROLLOUT_GROUP, SHE_MSG_REWARDED_GROUP,
         SHE_MSG_CHECKPOINT,    SHE_MSG_CONTROL_STATE, SHE_MSG_PASS_RATE,
-        SHE_MSG_DEAD_LETTER,   SHE_MSG_DEPLOYMENT_EVENT,
+        SHE_MSG_DEAD_LETTER,   SHE_MSG_DEPLOYMENT_EVENT, SHE_MSG_EVALUATION,
     };
     *ac = she_avro_codec_new();
     she_err_t rc = schema_dir ? she_avro_codec_load_dir(*ac, schema_dir, errstr, errstr_size)
@@ -944,5 +958,89 @@ she_err_t she_msg_decode_deployment_event(she_avro_codec_t *ac, const uint8_t *b
 void she_msg_clear_deployment_event(she_deployment_event_t *m) {
     free(m->reason);
     free_metrics(m->metrics, m->n_metrics);
+    memset(m, 0, sizeof(*m));
+}
+
+/* ---- evaluation record ---- */
+
+static int unit_interval(double v) { return v >= 0.0 && v <= 1.0; } /* false for NaN */
+
+/* Checks what Avro cannot say: shares and F1s in [0, 1], a non-negative row count. */
+static she_err_t check_evaluation(ctx_t *x, const she_evaluation_record_t *m, she_err_t code) {
+    const char *bad = NULL;
+    if (m->rows < 0)
+        bad = "rows";
+    else if (!unit_interval(m->macro_f1))
+        bad = "macro_f1";
+    else if (!unit_interval(m->good_f1))
+        bad = "good_f1";
+    else if (!unit_interval(m->accuracy))
+        bad = "accuracy";
+    else if (!unit_interval(m->format_failure_rate))
+        bad = "format_failure_rate";
+    for (int i = 0; !bad && i < m->n_per_class_f1; i++)
+        if (!unit_interval(m->per_class_f1[i].value))
+            bad = "per_class_f1";
+    if (!bad)
+        return SHE_OK;
+    return she_errf(code, x->errstr, x->errstr_size, "%s.%s: outside its range (%s)", x->record,
+                    bad, strcmp(bad, "rows") == 0 ? "negative" : "not in [0, 1]");
+}
+
+she_err_t she_msg_encode_evaluation(she_avro_codec_t *ac, const she_evaluation_record_t *m,
+                                    const uint8_t **buf, size_t *len, char *errstr,
+                                    size_t errstr_size) {
+    ctx_t x = {SHE_MSG_EVALUATION, errstr, errstr_size};
+    avro_value_t *v;
+    SHE_TRY(check_evaluation(&x, m, SHE_ERR_INVALID));
+    SHE_TRY(begin(ac, &x, &v));
+    SHE_TRY(w_long(&x, v, "policy_version", m->policy_version));
+    SHE_TRY(w_string(&x, v, "checkpoint_uri", m->checkpoint_uri));
+    SHE_TRY(w_string(&x, v, "sha256", m->sha256));
+    SHE_TRY(w_string(&x, v, "dataset", m->dataset));
+    SHE_TRY(w_long(&x, v, "rows", m->rows));
+    SHE_TRY(w_double(&x, v, "macro_f1", m->macro_f1));
+    SHE_TRY(w_double(&x, v, "good_f1", m->good_f1));
+    SHE_TRY(w_double(&x, v, "accuracy", m->accuracy));
+    SHE_TRY(w_double(&x, v, "format_failure_rate", m->format_failure_rate));
+    SHE_TRY(w_metrics(&x, v, "per_class_f1", m->per_class_f1, m->n_per_class_f1));
+    SHE_TRY(w_long(&x, v, "created_ms", m->created_ms));
+    return she_avro_codec_encode(ac, v, buf, len, errstr, errstr_size);
+}
+
+static she_err_t get_evaluation(ctx_t *x, avro_value_t *v, she_evaluation_record_t *m) {
+    SHE_TRY(r_long(x, v, "policy_version", &m->policy_version));
+    SHE_TRY(r_string(x, v, "checkpoint_uri", &m->checkpoint_uri));
+    SHE_TRY(r_string(x, v, "sha256", &m->sha256));
+    SHE_TRY(r_string(x, v, "dataset", &m->dataset));
+    SHE_TRY(r_long(x, v, "rows", &m->rows));
+    SHE_TRY(r_double(x, v, "macro_f1", &m->macro_f1));
+    SHE_TRY(r_double(x, v, "good_f1", &m->good_f1));
+    SHE_TRY(r_double(x, v, "accuracy", &m->accuracy));
+    SHE_TRY(r_double(x, v, "format_failure_rate", &m->format_failure_rate));
+    SHE_TRY(r_metrics(x, v, "per_class_f1", &m->per_class_f1, &m->n_per_class_f1));
+    SHE_TRY(r_long(x, v, "created_ms", &m->created_ms));
+    return check_evaluation(x, m, SHE_ERR_FORMAT);
+}
+
+she_err_t she_msg_decode_evaluation(she_avro_codec_t *ac, const uint8_t *buf, size_t len,
+                                    she_evaluation_record_t *m, char *errstr,
+                                    size_t errstr_size) {
+    ctx_t x = {SHE_MSG_EVALUATION, errstr, errstr_size};
+    avro_value_t *v;
+    she_msg_clear_evaluation(m);
+    she_err_t rc = she_avro_codec_decode(ac, x.record, buf, len, &v, NULL, errstr, errstr_size);
+    if (rc == SHE_OK)
+        rc = get_evaluation(&x, v, m);
+    if (rc != SHE_OK)
+        she_msg_clear_evaluation(m);
+    return rc;
+}
+
+void she_msg_clear_evaluation(she_evaluation_record_t *m) {
+    free(m->checkpoint_uri);
+    free(m->sha256);
+    free(m->dataset);
+    free_metrics(m->per_class_f1, m->n_per_class_f1);
     memset(m, 0, sizeof(*m));
 }

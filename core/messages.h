@@ -34,6 +34,7 @@
 #define SHE_MSG_PASS_RATE "she.v1.PassRate"                /* pass_rate.avsc */
 #define SHE_MSG_DEAD_LETTER "she.v1.DeadLetter"            /* dead_letter.avsc */
 #define SHE_MSG_DEPLOYMENT_EVENT "she.v1.DeploymentEvent"  /* deployment_event.avsc */
+#define SHE_MSG_EVALUATION "she.v1.EvaluationRecord"       /* evaluation.avsc */
 
 /* Chain-of-thought steps that get a reward each. */
 #define SHE_MSG_STEPS 5
@@ -158,6 +159,21 @@ typedef struct she_deployment_event {
     int64_t created_ms;
 } she_deployment_event_t;
 
+/* An offline evaluation of one policy (`she evaluate --follow`).  Rates and F1s lie in [0, 1]
+ * and rows >= 0: encoders refuse anything else (NaN included) with SHE_ERR_INVALID, decoders
+ * with SHE_ERR_FORMAT. */
+typedef struct she_evaluation_record {
+    int64_t policy_version;
+    char *checkpoint_uri; /* directory the weights came from */
+    char *sha256;         /* of model.safetensors, 64 lowercase hex digits */
+    char *dataset;        /* the held-out set: file, split, limit */
+    int64_t rows;
+    double macro_f1, good_f1, accuracy, format_failure_rate;
+    she_msg_metric_t *per_class_f1; /* (n_per_class_f1) "L1".."L4" */
+    int n_per_class_f1;
+    int64_t created_ms;
+} she_evaluation_record_t;
+
 /* Encoders: *buf (len bytes) is owned by ac and valid until its next encode. */
 she_err_t she_msg_encode_sample(she_avro_codec_t *ac, const she_sample_t *m, const uint8_t **buf,
                                 size_t *len, char *errstr, size_t errstr_size);
@@ -182,6 +198,9 @@ she_err_t she_msg_encode_dead_letter(she_avro_codec_t *ac, const she_dead_letter
 she_err_t she_msg_encode_deployment_event(she_avro_codec_t *ac, const she_deployment_event_t *m,
                                           const uint8_t **buf, size_t *len, char *errstr,
                                           size_t errstr_size);
+she_err_t she_msg_encode_evaluation(she_avro_codec_t *ac, const she_evaluation_record_t *m,
+                                    const uint8_t **buf, size_t *len, char *errstr,
+                                    size_t errstr_size);
 
 /* Decoders: m must be zeroed or hold an earlier decode (it is cleared first); on failure it
  * is left cleared.  Free what a decode allocated with the clear function below. */
@@ -204,6 +223,9 @@ she_err_t she_msg_decode_dead_letter(she_avro_codec_t *ac, const uint8_t *buf, s
 she_err_t she_msg_decode_deployment_event(she_avro_codec_t *ac, const uint8_t *buf, size_t len,
                                           she_deployment_event_t *m, char *errstr,
                                           size_t errstr_size);
+she_err_t she_msg_decode_evaluation(she_avro_codec_t *ac, const uint8_t *buf, size_t len,
+                                    she_evaluation_record_t *m, char *errstr,
+                                    size_t errstr_size);
 
 /* Free every owned field and zero the struct (the struct itself is the caller's); a zeroed
  * struct is fine.  Samples: she_sample_clear. */
@@ -214,5 +236,6 @@ void she_msg_clear_control_state(she_control_state_t *m);
 void she_msg_clear_pass_rate(she_pass_rate_t *m);
 void she_msg_clear_dead_letter(she_dead_letter_t *m);
 void she_msg_clear_deployment_event(she_deployment_event_t *m);
+void she_msg_clear_evaluation(she_evaluation_record_t *m);
 
 #endif

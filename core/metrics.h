@@ -46,10 +46,19 @@
  *   she_policy_version                          gauge    version in use by this process
  *   she_checkpoint_age_seconds                  gauge    (callback)
  *   she_logprob_gap                             gauge    mean |rollout - learner log-prob|
- *   she_eval_macro_f1{policy_version} / she_eval_good_f1{policy_version}   gauge
- *   she_serve_requests_total{policy_version,role,code}  counter  role = "stable" | "canary"
- *   she_serve_request_duration_seconds{policy_version,role}  histogram
- *   she_serve_canary_share_ratio                gauge
+ *   she_logprob_gap_by_staleness{staleness}     gauge    the same per learner - rollout version
+ *   she_reward_responses_total / she_reward_format_failures_total   counter
+ *   she_reward_model_score_mean{step}, she_reward_model_checks_total{step,result}
+ *   she_eval_macro_f1{version} / she_eval_good_f1{version} / she_eval_accuracy{version} /
+ *   she_eval_format_failure_ratio{version}      gauge    (`she evaluate --follow`)
+ *   she_serve_requests_total{role,version,code} counter  role = "stable" | "canary"
+ *   she_serve_request_duration_seconds{role,version}  histogram
+ *   she_serve_judge_failures_total{role,version}, she_serve_shadow_comparisons_total{result},
+ *   she_serve_rejected_requests_total{reason}   counter
+ *   she_serve_canary_share, she_serve_policy_version{role}   gauge
+ *   she_canary_decisions_total{action}, she_canary_active, she_canary_version,
+ *   she_stable_version, she_canary_soak_seconds (`she canary`)
+ *   (monitoring/README.md lists every series the dashboards and alerts use)
  *   she_http_requests_total{route,code}, she_http_request_duration_seconds{route}
  *                                               (registered by httpd.c for every server)
  *

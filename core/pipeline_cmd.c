@@ -10,7 +10,8 @@
  *      is not given;
  *   3. the embedded broker (`she broker --port 0`), then `she control`, `she reward`,
  *      `she rollout`, `she learn --max-steps N` and `she produce OUT/train.jsonl`, each serving
- *      /metrics on a free port of 127.0.0.1;
+ *      /metrics on a free port of 127.0.0.1, listed while it runs in OUT/metrics_targets.json
+ *      (Prometheus file_sd format; monitoring/prometheus.yml reads it);
  *   4. every second the children's /metrics are read and one status line shows the learner
  *      step, the policy versions (learner / rollouts), the mean reward per step, the pass rate,
  *      the difficulty band and curriculum stage, the throughput and the consumer lag;
@@ -92,6 +93,8 @@ static const she_conf_def_t pipeline_defs[] = {
     {"pipeline.args.learn", SHE_CONF_STR, "", "extra arguments of she learn", 0, 0, NULL, NULL},
     {"pipeline.args.control", SHE_CONF_STR, "", "extra arguments of she control", 0, 0, NULL,
      NULL},
+    {"pipeline.args.produce", SHE_CONF_STR, "", "extra arguments of she produce (e.g. --follow)",
+     0, 0, NULL, NULL},
     {"pipeline.args.eval", SHE_CONF_STR, "", "extra arguments of she evaluate", 0, 0, NULL, NULL},
     {NULL, 0, NULL, NULL, 0, 0, NULL, NULL},
 };
@@ -597,6 +600,7 @@ static she_err_t start_children(pipeline_t *p, child_t *ch, const char *policy, 
     args_free(&a);
 
     stream_args(p, &a, "produce", &ch[C_PRODUCE]);
+    args_split(&a, she_conf_get(c, "pipeline.args.produce"));
     argf(&a, "%s/train.jsonl", p->out);
     ch[C_PRODUCE].pid = spawn(p, "produce", &a, p->threads);
     args_free(&a);
@@ -604,6 +608,28 @@ static she_err_t start_children(pipeline_t *p, child_t *ch, const char *policy, 
         if (ch[i].pid <= 0)
             return she_errf(SHE_ERR_IO, errstr, errstr_size, "cannot start %s", ch[i].name);
     return SHE_OK;
+}
+
+/* OUT/metrics_targets.json: the running children's /metrics addresses, labelled with their
+ * component, as Prometheus' file_sd_configs read them (replaced atomically: Prometheus watches
+ * the file).  Rewritten when a child ends, so one that is done is not reported down. */
+static void write_targets(const pipeline_t *p, const child_t *ch) {
+    char path[PATH_CAP + 32], tmp[PATH_CAP + 48];
+    snprintf(path, sizeof(path), "%s/metrics_targets.json", p->out);
+    snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+    FILE *f = fopen(tmp, "w");
+    if (!f) {
+        she_log_warn(p->lg, "%s: %s", tmp, strerror(errno));
+        return;
+    }
+    fputs("[", f);
+    for (int i = 0, n = 0; i < N_CHILDREN; i++)
+        if (ch[i].port && ch[i].pid > 0 && !ch[i].done)
+            fprintf(f, "%s\n  {\"targets\": [\"127.0.0.1:%d\"], \"labels\": {\"component\": "
+                    "\"%s\"}}", n++ ? "," : "", ch[i].port, ch[i].name);
+    fputs("\n]\n", f);
+    if (fclose(f) != 0 || rename(tmp, path) != 0)
+        she_log_warn(p->lg, "%s: %s", path, strerror(errno));
 }
 
 /* The newest checkpoint after v000000 in OUT/learn into last (PATH_CAP); its version, or 0. */
@@ -656,6 +682,7 @@ static she_err_t monitor(pipeline_t *p, child_t *ch, char *errstr, size_t errstr
                 return SHE_OK;
             }
             if (i == C_PRODUCE && ok) {
+                write_targets(p, ch);
                 she_log_info(p->lg, "every sample of %s/train.jsonl is on she.samples", p->out);
                 continue;
             }
@@ -771,6 +798,7 @@ int she_cmd_pipeline(int argc, char **argv, char **envp) {
     if (err == SHE_OK)
         err = start_children(&p, ch, policy, rm, errstr, sizeof(errstr));
     if (err == SHE_OK) {
+        write_targets(&p, ch);
         she_log_info(env.lg, "streaming: %lld learner steps of %lld prompts x %lld responses "
                      "(status every second; logs in %s)",
                      she_conf_get_int(env.conf, "pipeline.steps"),
@@ -782,6 +810,7 @@ int she_cmd_pipeline(int argc, char **argv, char **envp) {
     int order[] = {C_PRODUCE, C_ROLLOUT, C_REWARD, C_LEARN, C_CONTROL, C_BROKER};
     for (int i = 0; i < N_CHILDREN; i++)
         stop_child(&p, &ch[order[i]], 30);
+    write_targets(&p, ch);
     if (err == SHE_OK)
         err = evaluate(&p, data, errstr, sizeof(errstr));
     if (err != SHE_OK) {

@@ -57,6 +57,7 @@ typedef struct input {
     off_t offset;       /* bytes fed so far */
     she_reader_t *rd;
     int n_reported;     /* reader messages already logged */
+    long long n_bad;    /* the reader's bad rows already counted */
     int done;           /* finished and closed */
     int failed;         /* fatal header error */
 } input_t;
@@ -100,6 +101,7 @@ static she_err_t open_input(producer_t *p, input_t *in, char *errstr, size_t err
     }
     in->offset = 0;
     in->n_reported = 0;
+    in->n_bad = 0;
     p->n_files++;
     she_log_info(p->lg, "reading %s (%s)", in->path, fmt);
     return SHE_OK;
@@ -155,11 +157,16 @@ static void scan_dir(producer_t *p, const char *dir) {
     }
 }
 
-/* Logs bad-row messages not yet reported and counts bad rows. */
+/* Logs bad-row messages not yet reported and counts bad rows not yet counted, as they come
+ * (a followed file may never end). */
 static void report_bad(producer_t *p, input_t *in) {
     const she_reader_stats_t *rs = she_reader_stats(in->rd);
     for (; in->n_reported < rs->n_messages; in->n_reported++)
         she_log_warn(p->lg, "bad row skipped: %s", rs->messages[in->n_reported]);
+    for (; in->n_bad < rs->n_bad; in->n_bad++) {
+        p->n_bad++;
+        she_stream_count_failed(p->st, "input", "bad_row");
+    }
 }
 
 /* Produces every complete sample the reader holds (one the message schema refuses is a bad
@@ -204,10 +211,8 @@ static void finish_input(producer_t *p, input_t *in) {
         in->failed = 1;
         p->n_failed_files++;
     }
+    report_bad(p, in);
     const she_reader_stats_t *rs = she_reader_stats(in->rd);
-    p->n_bad += rs->n_bad;
-    for (long long i = 0; i < rs->n_bad; i++)
-        she_stream_count_failed(p->st, "input", "bad_row");
     she_log_info(p->lg, "%s: %lld rows, %lld produced, %lld bad", in->path, rs->n_rows,
                  rs->n_ok, rs->n_bad);
     if (in->fd >= 0 && in->fd != STDIN_FILENO)

@@ -111,6 +111,10 @@ def allreduce_section(a):
             cmds.append(f"    {r['command']}")
     return out + ["", "Commands:", ""] + cmds + [""]
 
+def gpu_section():
+    """The GPU section: no device on the machine this report is written on, so the command only."""
+    return ['## GPU', '', '**No GPU figures were measured here: this machine has no CUDA device** (the build compiles the CUDA sources; `she bench` prints `gpu=skipped: no CUDA device (...)`). The section below is ready to run on a machine with one.', '', "`she bench`'s GPU section runs wherever a CUDA device exists (or with `--device cuda[:N]`): for each preset, training tokens/s and TFLOP/s of the presets' batch through the engine façade (core/engine.h, the CUDA backend of core/model_cuda.cu), KV-cache generation tokens/s at batch 1, 16 and 64, each in FP32 and in TF32 next to the cuBLAS SGEMM TFLOP/s measured in the same run on the model's own projection shapes in the same math mode (`gpu_fp32_train_tflops_ratio`, `gpu_tf32_gen_b64_tflops_ratio`, ...), then NCCL all-reduce bandwidth of 64 MiB on one GPU (`gpu_allreduce_1gpu_busbw_gbs`) and, when more are visible, across all of them, one process per GPU over core/dist.c's NCCL backend (`gpu_allreduce_<N>gpu_busbw_gbs`).", '', 'One line, on the GPU machine, from the repository root after `make` (CPU section off; every figure is a name=value line):', '', '    for m in c1 c2 small base; do build/she bench --model $m --steps 20 --gen-runs 3 --set bench.cpu=false; done | tee reports/engine-bench-gpu.txt', '']
+
 def bench_args(model):
     if model in ("c1", "c2"):
         return ["--steps", "20", "--gen-runs", "3"]
@@ -212,7 +216,7 @@ def write_md(rows, a):
                 lines.append(f"| {r['model']} | {r['openblas_core']} ({r['coretype']}) | {b} | {f(r[k + 'tokens_per_s'])} | "
                              f"{f(r[k + 'gflops'], '{:.1f}')} | {f(r[k + 'gflops_ratio'], '{:.3f}')} | "
                              f"{f(r[k + 'sgemm_rows_gflops'], '{:.1f}')} |")
-    lines += [""] + findings(rows) + allreduce_section(a)
+    lines += [""] + findings(rows) + allreduce_section(a) + gpu_section()
     lines += ["## Commands", "", "Regenerate: `python3 scripts/bench_engine.py` (or `--from-csv` to rewrite "
               "this page from the CSV).", ""] + [f"    {c}" for c in commands] + [""]
     with open(os.path.join(a.out, "engine-bench.md"), "w") as fh:

@@ -13,6 +13,7 @@ packages=(
     openmpi-bin libopenmpi-dev
     kcat python3 python3-pip
     prometheus  # promtool for test_metrics_promtool; issue 7 scrape tests
+    python3-yaml  # tests/test_monitoring.py reads monitoring/'s YAML
 )
 
 missing=()

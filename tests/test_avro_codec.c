@@ -659,7 +659,7 @@ static void test_project_schemas(void) {
         json_decref(j);
     }
     closedir(d);
-    CHECK_EQ_INT(files, 9);
+    CHECK_EQ_INT(files, 10);
 }
 
 int main(void) {

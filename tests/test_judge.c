@@ -136,13 +136,17 @@ static void test_judge_run_overfitted(void) {
     she_adamw_t *opt = she_adamw_new(m->n_params);
     she_adamw_config_t hp = she_adamw_defaults();
     hp.weight_decay = 0;
+    she_device_t cpu = {SHE_DEVICE_CPU, 0};
+    she_engine_t *e = NULL;
+    REQUIRE_OK(she_engine_new(m, opt, &cpu, &e, errstr, sizeof(errstr)));
     she_sft_batch_t *b = she_sft_batch_new(1, set->max_len);
     int idx[1] = {0};
     she_sft_batch_fill(b, set, idx, 1, 0);
     double loss = 0;
     for (int step = 0; step < 300 && (step < 20 || loss > 0.01); step++)
-        REQUIRE_OK(she_sft_train_step(m, opt, &hp, 1e-2f, 1.0f, b, &loss, NULL, errstr,
+        REQUIRE_OK(she_sft_train_step(e, &hp, 1e-2f, 1.0f, b, &loss, NULL, errstr,
                                       sizeof(errstr)));
+    she_engine_free(e);
     fprintf(stderr, "   overfitted loss %.5f\n", loss);
     CHECK(loss < 0.05);
 

@@ -254,15 +254,19 @@ static void test_dpo_loss_decreases(void) {
             r[t] = (int32_t)(29 + 5 * i + 2 * t) % V;
         she_dpo_set_add(&set, prompt, PL - (i % 2), c, 5, r, 7 - (i % 3));
     }
-    REQUIRE_OK(she_dpo_ref_logps(ref, &set, 4, errstr, sizeof(errstr)));
+    she_device_t cpu = {SHE_DEVICE_CPU, 0};
+    she_engine_t *e = NULL, *ref_e = NULL;
+    REQUIRE_OK(she_engine_new(ref, NULL, &cpu, &ref_e, errstr, sizeof(errstr)));
+    REQUIRE_OK(she_dpo_ref_logps(ref_e, &set, 4, errstr, sizeof(errstr)));
     she_adamw_t *opt = she_adamw_new(m->n_params);
+    REQUIRE_OK(she_engine_new(m, opt, &cpu, &e, errstr, sizeof(errstr)));
     she_adamw_config_t hp = she_adamw_defaults();
     int idx[6] = {0, 1, 2, 3, 4, 5};
     double first = 0, last = 0;
     for (int it = 0; it < 10; it++) {
         she_dpo_stats_t st;
         float gn;
-        REQUIRE_OK(she_dpo_step(m, opt, &hp, 5e-3f, 1.0f, 0.5f, &set, idx, 6, 4, &st, &gn, errstr,
+        REQUIRE_OK(she_dpo_step(e, &hp, 5e-3f, 1.0f, 0.5f, &set, idx, 6, 4, &st, &gn, errstr,
                                 sizeof(errstr)));
         CHECK_EQ_INT(st.n_pairs, 6);
         if (it == 0) {
@@ -275,6 +279,8 @@ static void test_dpo_loss_decreases(void) {
     fprintf(stderr, "   DPO loss %.4f -> %.4f\n", first, last);
     CHECK(last < first - 0.1);
     she_dpo_set_free(&set);
+    she_engine_free(e);
+    she_engine_free(ref_e);
     she_adamw_free(opt);
     she_model_free(m);
     she_model_free(ref);

@@ -178,6 +178,24 @@ static void build_deployment(she_deployment_event_t *e, int full) {
     e->created_ms = 1700000005000LL;
 }
 
+static void build_evaluation(she_evaluation_record_t *e) {
+    memset(e, 0, sizeof(*e));
+    e->policy_version = 8;
+    e->checkpoint_uri = xstrdup("/var/lib/she/ckpt/v8");
+    e->sha256 = xstrdup("e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+    e->dataset = xstrdup("heldout.jsonl (val split by query, fraction 0.15, seed 1; 200 rows)");
+    e->rows = 200;
+    e->macro_f1 = 0.5125;
+    e->good_f1 = 0.75;
+    e->accuracy = 0.6;
+    e->format_failure_rate = 0.015;
+    add_metric(&e->per_class_f1, &e->n_per_class_f1, "L1", 0.25);
+    add_metric(&e->per_class_f1, &e->n_per_class_f1, "L2", 0.3);
+    add_metric(&e->per_class_f1, &e->n_per_class_f1, "L3", 0.7);
+    add_metric(&e->per_class_f1, &e->n_per_class_f1, "L4", 0.8);
+    e->created_ms = 1700000006000LL;
+}
+
 /* ---- one message of any type ---- */
 
 typedef enum kind {
@@ -189,11 +207,13 @@ typedef enum kind {
     K_PASS_RATE,
     K_DEAD_LETTER,
     K_DEPLOYMENT,
+    K_EVALUATION,
 } kind_t;
 
 static const char *const kind_record[] = {
     SHE_MSG_SAMPLE,        SHE_MSG_ROLLOUT_GROUP, SHE_MSG_REWARDED_GROUP, SHE_MSG_CHECKPOINT,
     SHE_MSG_CONTROL_STATE, SHE_MSG_PASS_RATE,     SHE_MSG_DEAD_LETTER,    SHE_MSG_DEPLOYMENT_EVENT,
+    SHE_MSG_EVALUATION,
 };
 
 typedef struct msg {
@@ -207,6 +227,7 @@ typedef struct msg {
         she_pass_rate_t pass_rate;
         she_dead_letter_t dead_letter;
         she_deployment_event_t deployment;
+        she_evaluation_record_t evaluation;
     } u;
 } msg_t;
 
@@ -221,6 +242,7 @@ static const struct {
     {"control_state", K_CONTROL, 1},      {"pass_rate", K_PASS_RATE, 1},
     {"dead_letter_full", K_DEAD_LETTER, 1}, {"dead_letter_min", K_DEAD_LETTER, 0},
     {"deployment_full", K_DEPLOYMENT, 1}, {"deployment_min", K_DEPLOYMENT, 0},
+    {"evaluation", K_EVALUATION, 1},
 };
 #define N_CASES ((int)(sizeof(cases) / sizeof(cases[0])))
 
@@ -237,6 +259,7 @@ static void build_case(int i, msg_t *m) {
     case K_PASS_RATE: build_pass_rate(&m->u.pass_rate); break;
     case K_DEAD_LETTER: build_dead_letter(&m->u.dead_letter, full); break;
     case K_DEPLOYMENT: build_deployment(&m->u.deployment, full); break;
+    case K_EVALUATION: build_evaluation(&m->u.evaluation); break;
     }
 }
 
@@ -252,6 +275,7 @@ static she_err_t encode_msg(she_avro_codec_t *ac, const msg_t *m, const uint8_t 
     case K_DEAD_LETTER: return she_msg_encode_dead_letter(ac, &m->u.dead_letter, buf, len, errstr, n);
     case K_DEPLOYMENT:
         return she_msg_encode_deployment_event(ac, &m->u.deployment, buf, len, errstr, n);
+    case K_EVALUATION: return she_msg_encode_evaluation(ac, &m->u.evaluation, buf, len, errstr, n);
     }
     return SHE_ERR_INVALID;
 }
@@ -269,6 +293,7 @@ static she_err_t decode_msg(she_avro_codec_t *ac, msg_t *m, const uint8_t *buf, 
     case K_DEAD_LETTER: return she_msg_decode_dead_letter(ac, buf, len, &m->u.dead_letter, errstr, n);
     case K_DEPLOYMENT:
         return she_msg_decode_deployment_event(ac, buf, len, &m->u.deployment, errstr, n);
+    case K_EVALUATION: return she_msg_decode_evaluation(ac, buf, len, &m->u.evaluation, errstr, n);
     }
     return SHE_ERR_INVALID;
 }
@@ -283,6 +308,7 @@ static void clear_msg(msg_t *m) {
     case K_PASS_RATE: she_msg_clear_pass_rate(&m->u.pass_rate); break;
     case K_DEAD_LETTER: she_msg_clear_dead_letter(&m->u.dead_letter); break;
     case K_DEPLOYMENT: she_msg_clear_deployment_event(&m->u.deployment); break;
+    case K_EVALUATION: she_msg_clear_evaluation(&m->u.evaluation); break;
     }
 }
 
@@ -393,6 +419,7 @@ static int eq_msg(const msg_t *a, const msg_t *b) {
     const she_pass_rate_t *pa = &a->u.pass_rate, *pb = &b->u.pass_rate;
     const she_dead_letter_t *da = &a->u.dead_letter, *db = &b->u.dead_letter;
     const she_deployment_event_t *ea = &a->u.deployment, *eb = &b->u.deployment;
+    const she_evaluation_record_t *va = &a->u.evaluation, *vb = &b->u.evaluation;
     if (a->kind != b->kind)
         return differ("kind");
     switch (a->kind) {
@@ -435,6 +462,19 @@ static int eq_msg(const msg_t *a, const msg_t *b) {
                SAME(eq_str(ea->reason, eb->reason), "reason") &&
                SAME(eq_metrics(ea->metrics, ea->n_metrics, eb->metrics, eb->n_metrics), "metrics") &&
                SAME(ea->created_ms == eb->created_ms, "created_ms");
+    case K_EVALUATION:
+        return SAME(va->policy_version == vb->policy_version, "policy_version") &&
+               SAME(eq_str(va->checkpoint_uri, vb->checkpoint_uri), "checkpoint_uri") &&
+               SAME(eq_str(va->sha256, vb->sha256), "sha256") &&
+               SAME(eq_str(va->dataset, vb->dataset), "dataset") &&
+               SAME(va->rows == vb->rows, "rows") &&
+               SAME(va->macro_f1 == vb->macro_f1, "macro_f1") &&
+               SAME(va->good_f1 == vb->good_f1, "good_f1") &&
+               SAME(va->accuracy == vb->accuracy, "accuracy") &&
+               SAME(va->format_failure_rate == vb->format_failure_rate, "format_failure_rate") &&
+               SAME(eq_metrics(va->per_class_f1, va->n_per_class_f1, vb->per_class_f1,
+                               vb->n_per_class_f1), "per_class_f1") &&
+               SAME(va->created_ms == vb->created_ms, "created_ms");
     }
     return 0;
 }
@@ -754,6 +794,18 @@ static void test_malformed_messages(void) {
     bytes = copy_of(buf, len);
     EXPECT_DECODE_FAIL(ac, K_REWARDED, bytes, len, SHE_ERR_FORMAT, "step_rewards not one per");
     free(bytes);
+
+    /* an evaluation record with a macro F1 above 1 */
+    v = she_avro_codec_value(ac, SHE_MSG_EVALUATION);
+    avro_value_get_by_name(v, "checkpoint_uri", &f, NULL), avro_value_set_string(&f, "/c");
+    avro_value_get_by_name(v, "sha256", &f, NULL), avro_value_set_string(&f, "00");
+    avro_value_get_by_name(v, "dataset", &f, NULL), avro_value_set_string(&f, "d");
+    avro_value_get_by_name(v, "macro_f1", &f, NULL), avro_value_set_double(&f, 1.25);
+    REQUIRE_OK(she_avro_codec_encode(ac, v, &buf, &len, errstr, sizeof(errstr)));
+    bytes = copy_of(buf, len);
+    EXPECT_DECODE_FAIL(ac, K_EVALUATION, bytes, len, SHE_ERR_FORMAT,
+                       "she.v1.EvaluationRecord.macro_f1: outside its range");
+    free(bytes);
     she_sample_clear(&s);
     she_avro_codec_free(ac);
 }
@@ -790,6 +842,26 @@ static void test_encode_refuses_invalid(void) {
     g.n_rewards = 3;
     CHECK_OK(she_msg_encode_rewarded_group(ac, &g, &buf, &len, errstr, sizeof(errstr)));
     she_msg_clear_rewarded_group(&g);
+
+    /* evaluation numbers outside [0, 1] (NaN included) or a negative row count */
+    she_evaluation_record_t ev;
+    build_evaluation(&ev);
+    ev.format_failure_rate = NAN;
+    CHECK(she_msg_encode_evaluation(ac, &ev, &buf, &len, errstr, sizeof(errstr)) ==
+          SHE_ERR_INVALID);
+    CHECK(strstr(errstr, "format_failure_rate: outside its range") != NULL);
+    ev.format_failure_rate = 0;
+    ev.per_class_f1[2].value = 1.5;
+    CHECK(she_msg_encode_evaluation(ac, &ev, &buf, &len, errstr, sizeof(errstr)) ==
+          SHE_ERR_INVALID);
+    CHECK(strstr(errstr, "per_class_f1") != NULL);
+    ev.per_class_f1[2].value = 1;
+    ev.rows = -1;
+    CHECK(she_msg_encode_evaluation(ac, &ev, &buf, &len, errstr, sizeof(errstr)) ==
+          SHE_ERR_INVALID);
+    ev.rows = 1;
+    CHECK_OK(she_msg_encode_evaluation(ac, &ev, &buf, &len, errstr, sizeof(errstr)));
+    she_msg_clear_evaluation(&ev);
     she_avro_codec_free(ac);
 
     CHECK(she_msg_codec_open("/nonexistent", &ac, errstr, sizeof(errstr)) == SHE_ERR_NOT_FOUND);
@@ -959,6 +1031,7 @@ static json_t *json_msg(she_avro_codec_t *ac, const msg_t *m) {
     const she_pass_rate_t *p = &m->u.pass_rate;
     const she_dead_letter_t *d = &m->u.dead_letter;
     const she_deployment_event_t *e = &m->u.deployment;
+    const she_evaluation_record_t *ev = &m->u.evaluation;
     int v = current_version(ac, kind_record[m->kind]);
     switch (m->kind) {
     case K_SAMPLE: return json_sample(ac, &m->u.sample);
@@ -1010,6 +1083,14 @@ static json_t *json_msg(she_avro_codec_t *ac, const msg_t *m) {
                          "canary_share", (double)e->canary_share, "reason", e->reason, "metrics",
                          jmetrics(e->metrics, e->n_metrics), "created_ms",
                          (json_int_t)e->created_ms);
+    case K_EVALUATION:
+        return json_pack("{s:i,s:I,s:s,s:s,s:s,s:I,s:f,s:f,s:f,s:f,s:o,s:I}", "schema_version", v,
+                         "policy_version", (json_int_t)ev->policy_version, "checkpoint_uri",
+                         ev->checkpoint_uri, "sha256", ev->sha256, "dataset", ev->dataset, "rows",
+                         (json_int_t)ev->rows, "macro_f1", ev->macro_f1, "good_f1", ev->good_f1,
+                         "accuracy", ev->accuracy, "format_failure_rate", ev->format_failure_rate,
+                         "per_class_f1", jmetrics(ev->per_class_f1, ev->n_per_class_f1),
+                         "created_ms", (json_int_t)ev->created_ms);
     }
     return json_null();
 }
@@ -1205,7 +1286,7 @@ static void test_embedded_schemas_match_the_directory(void) {
     REQUIRE_OK(she_msg_codec_open(NULL, &embedded, errstr, sizeof(errstr)));
     const char *records[] = {SHE_MSG_SAMPLE, SHE_MSG_ROLLOUT_GROUP, SHE_MSG_REWARDED_GROUP,
                              SHE_MSG_CHECKPOINT, SHE_MSG_CONTROL_STATE, SHE_MSG_PASS_RATE,
-                             SHE_MSG_DEAD_LETTER, SHE_MSG_DEPLOYMENT_EVENT};
+                             SHE_MSG_DEAD_LETTER, SHE_MSG_DEPLOYMENT_EVENT, SHE_MSG_EVALUATION};
     for (size_t i = 0; i < sizeof(records) / sizeof(records[0]); i++) {
         uint64_t a = she_avro_codec_fingerprint(from_dir, records[i]);
         uint64_t b = she_avro_codec_fingerprint(embedded, records[i]);

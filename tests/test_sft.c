@@ -243,25 +243,29 @@ static void test_loss_decreases(void) {
     she_model_init_weights(m, 3, 0.02f);
     she_adamw_t *opt = she_adamw_new(m->n_params);
     she_adamw_config_t hp = she_adamw_defaults();
+    she_device_t cpu = {SHE_DEVICE_CPU, 0};
+    she_engine_t *e = NULL;
+    REQUIRE_OK(she_engine_new(m, opt, &cpu, &e, errstr, sizeof(errstr)));
     she_sft_batch_t *b = she_sft_batch_new(4, set->max_len);
     int idx[4] = {0, 1, 2, 3};
     she_sft_batch_fill(b, set, idx, 4, 0);
     double first = 0, loss = 0, before = 0;
-    CHECK_OK(she_sft_eval_loss(m, b, &before, errstr, sizeof(errstr)));
+    CHECK_OK(she_sft_eval_loss(e, b, &before, errstr, sizeof(errstr)));
     for (int step = 0; step < 20; step++) {
         float gn;
-        CHECK_OK(she_sft_train_step(m, opt, &hp, 3e-3f, 1.0f, b, &loss, &gn, errstr,
+        CHECK_OK(she_sft_train_step(e, &hp, 3e-3f, 1.0f, b, &loss, &gn, errstr,
                                     sizeof(errstr)));
         if (step == 0)
             first = loss;
         CHECK(gn > 0);
     }
     double after = 0;
-    CHECK_OK(she_sft_eval_loss(m, b, &after, errstr, sizeof(errstr)));
+    CHECK_OK(she_sft_eval_loss(e, b, &after, errstr, sizeof(errstr)));
     CHECK_CLOSE(first, before, 1e-6, 1e-6); /* the step reports the loss before its update */
     fprintf(stderr, "   loss %.4f -> %.4f after 20 steps\n", before, after);
     CHECK(after < 0.8 * before);
     she_sft_batch_free(b);
+    she_engine_free(e);
     she_adamw_free(opt);
     she_model_free(m);
     she_sft_set_free(set);

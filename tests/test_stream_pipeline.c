@@ -16,6 +16,11 @@
  *   resume      24 rewarded groups on one partition; `she learn` to step 6 without
  *               interruption, and again SIGKILLed after its step-2 checkpoint and restarted:
  *               both end with bit-identical weights and AdamW state, and the same trained ids.
+ * An optional argv[2] = N runs `she learn` as N data-parallel ranks (the TCP star on
+ * 127.0.0.1; rank r reads the partitions p with p % N == r): accounting then also SIGKILLs
+ * every rank after a few steps and restarts them all, and checks that the checkpoint holds
+ * every rank's partitions' offsets; resume spreads the groups over partitions 0..N-1 and kills
+ * and restarts every rank.
  *
  * Tiny models keep it fast: the policy is a random 2-layer, 32-wide model over a 320-id
  * tokenizer trained on the generated samples, so rewards are mostly 0 (accounting does not
@@ -25,11 +30,13 @@
 #include <errno.h>
 #include <jansson.h>
 #include <librdkafka/rdkafka.h>
+#include <netinet/in.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -45,6 +52,7 @@
 
 static const char *she_bin;
 static char dir[1024];      /* this case's scratch directory */
+static int ranks = 1;       /* of `she learn` (argv[2]) */
 static char bootstrap[256];
 static pid_t broker_pid = -1;
 
@@ -80,6 +88,41 @@ static pid_t spawn(const char *log, const char *const *args) {
         _exit(127);
     }
     return pid;
+}
+
+/* A port nobody listens on right now (the learner ranks' rendezvous). */
+static int free_port(void) {
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {0};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof(a);
+    SHE_ASSERT(fd >= 0 && bind(fd, (struct sockaddr *)&a, sizeof(a)) == 0 &&
+               getsockname(fd, (struct sockaddr *)&a, &len) == 0);
+    close(fd);
+    return ntohs(a.sin_port);
+}
+
+/* Starts `she learn ARGS...` as `ranks` processes into pids[0, ranks): rank 0 logs to
+ * <log>.log, rank r > 0 to <log><r>.log. */
+static void spawn_learners(const char *log, const char *const *args, pid_t *pids) {
+    char world[64], rank[64], port[64], name[64];
+    snprintf(world, sizeof(world), "dist.world.size=%d", ranks);
+    snprintf(port, sizeof(port), "dist.master.port=%d", free_port());
+    for (int r = 0; r < ranks; r++) {
+        const char *a[64];
+        int n = 0;
+        for (int i = 0; args[i] && n < 50; i++)
+            a[n++] = args[i];
+        snprintf(rank, sizeof(rank), "dist.rank=%d", r);
+        const char *dist[] = {"--set", world, "--set", rank, "--set", port, "--set",
+                              "dist.master.addr=127.0.0.1", "--set", "dist.timeout.s=60"};
+        for (int i = 0; ranks > 1 && i < 10; i++)
+            a[n++] = dist[i];
+        a[n] = NULL;
+        snprintf(name, sizeof(name), r ? "%s%d" : "%s", log, r);
+        pids[r] = spawn(name, a);
+    }
 }
 
 static int wait_exit(pid_t pid, double timeout_s) {
@@ -290,7 +333,7 @@ static void free_dead_letters(dead_letters_t *dl) {
 /* ---- the whole loop ---- */
 
 typedef struct loop {
-    pid_t control, rollout, reward, learn;
+    pid_t control, rollout, reward, learn[8]; /* learn[0, ranks) */
     char policy[1200];
 } loop_t;
 
@@ -312,9 +355,17 @@ static pid_t start_reward(const loop_t *lp) {
     return spawn("reward", a);
 }
 
-static void start_loop(loop_t *lp) {
+static void start_learners(loop_t *lp) {
     char ckpt[1200];
     snprintf(ckpt, sizeof(ckpt), "%s/learn", dir);
+    const char *la[] = {"learn", "--bootstrap", bootstrap, KAFKA_FAST, "--init", lp->policy,
+                        "--dir", ckpt, "--batch", "4", "--checkpoint-every", "2",
+                        "--set", "learn.batch.timeout.ms=2000", "--set", "learn.max.seq=200",
+                        "--set", "learn.micro.batch=8", NULL};
+    spawn_learners("learn", la, lp->learn);
+}
+
+static void start_loop(loop_t *lp) {
     /* a tight cap on plain queries: the rollout consumers get it through the control state, and
      * the quota skips it causes are rejections the accounting has to count */
     const char *ca[] = {"control", "--bootstrap", bootstrap, KAFKA_FAST,
@@ -323,11 +374,38 @@ static void start_loop(loop_t *lp) {
     lp->control = spawn("control", ca);
     lp->rollout = start_rollout(lp);
     lp->reward = start_reward(lp);
-    const char *la[] = {"learn", "--bootstrap", bootstrap, KAFKA_FAST, "--init", lp->policy,
-                        "--dir", ckpt, "--batch", "4", "--checkpoint-every", "2",
-                        "--set", "learn.batch.timeout.ms=2000", "--set", "learn.max.seq=200",
-                        "--set", "learn.micro.batch=8", NULL};
-    lp->learn = spawn("learn", la);
+    start_learners(lp);
+}
+
+/* SIGTERM to every learner rank: 0 when all stop cleanly. */
+static int stop_learners(const loop_t *lp) {
+    int rc = 0;
+    for (int r = 0; r < ranks; r++)
+        rc |= stop(lp->learn[r]);
+    return rc;
+}
+
+/* The newest checkpoint holds every rank's offsets: partitions of each rank, none beyond the
+ * partition's end. */
+static void check_rank_offsets(json_t *st) {
+    json_t *offs = json_object_get(json_object_get(st, "offsets"), "she.rewarded");
+    int per_rank[8] = {0};
+    const char *p;
+    json_t *v;
+    rd_kafka_t *rk = producer();
+    json_object_foreach(offs, p, v) {
+        int64_t lo = 0, hi = -1;
+        CHECK(rd_kafka_query_watermark_offsets(rk, "she.rewarded", atoi(p), &lo, &hi, 10000) ==
+              RD_KAFKA_RESP_ERR_NO_ERROR);
+        CHECK_MSG(json_integer_value(v) > 0 && json_integer_value(v) <= hi,
+                  "partition %s: offset %lld, end %lld", p, (long long)json_integer_value(v),
+                  (long long)hi);
+        per_rank[atoi(p) % ranks]++;
+    }
+    rd_kafka_destroy(rk);
+    for (int r = 0; r < ranks; r++)
+        CHECK_MSG(per_rank[r] > 0, "the checkpoint holds no offset of rank %d's partitions", r);
+    CHECK_EQ_INT(json_integer_value(json_object_get(st, "world_size")), ranks);
 }
 
 /* Writes samples [from, to) of ss to dir/name (with two bad rows after the first ten when bad). */
@@ -493,13 +571,33 @@ static void test_accounting(void) {
     waitpid(lp.reward, NULL, 0);
     fprintf(stderr, "reward killed after %d learner steps\n", count_lines("learn.log", " groups, loss "));
     lp.reward = start_reward(&lp);
+    if (ranks > 1) { /* every learner rank SIGKILLed after its step-4 checkpoint, restarted */
+        for (double t0 = now_s(); count_lines("learn.log", " groups, loss ") < 4 &&
+                                  now_s() - t0 < 60;)
+            usleep(100000);
+        for (int r = 0; r < ranks; r++) {
+            kill(lp.learn[r], SIGKILL);
+            waitpid(lp.learn[r], NULL, 0);
+        }
+        fprintf(stderr, "%d learner ranks killed after %d steps\n", ranks,
+                count_lines("learn.log", " groups, loss "));
+        start_learners(&lp);
+    }
 
     wait_quiet(15, 90);
-    CHECK_EQ_INT(stop(lp.learn), 0);
+    CHECK_EQ_INT(stop_learners(&lp), 0);
     CHECK_EQ_INT(stop(lp.rollout), 0);
     CHECK_EQ_INT(stop(lp.reward), 0);
     CHECK_EQ_INT(stop(lp.control), 0);
     check_accounting(&ss);
+    if (ranks > 1) {
+        json_t *st = learner_state();
+        REQUIRE(st != NULL);
+        check_rank_offsets(st);
+        json_decref(st);
+        CHECK_EQ_INT(count_lines("learn.log", "resuming from"), 1);
+        CHECK_EQ_INT(count_lines("learn1.log", "starting from rank 0's v"), 2);
+    }
     dead_letters_t dl = {0};
     read_dead_letters(&dl);
     for (int i = 0; i < 6; i++) {
@@ -537,7 +635,7 @@ static void test_outage(void) {
     CHECK_EQ_INT(wait_exit(prod, 60), 0);
     CHECK_EQ_INT(count_lines("produce.log", "\"produced\": 30, \"delivered\": 30"), 2);
     wait_quiet(15, 90);
-    CHECK_EQ_INT(stop(lp.learn), 0);
+    CHECK_EQ_INT(stop_learners(&lp), 0);
     CHECK_EQ_INT(stop(lp.rollout), 0);
     CHECK_EQ_INT(stop(lp.reward), 0);
     CHECK_EQ_INT(stop(lp.control), 0);
@@ -550,7 +648,8 @@ static void test_outage(void) {
 
 /* ---- learner resume ---- */
 
-/* n synthetic rewarded groups of G responses with random tokens and rewards, to partition 0. */
+/* n synthetic rewarded groups of G responses with random tokens and rewards, group i to
+ * partition i % ranks (each rank reads its groups in a fixed order). */
 static void produce_groups(int n, int G, int vocab) {
     char errstr[SHE_ERRSTR_SIZE];
     she_avro_codec_t *ac = NULL;
@@ -607,21 +706,42 @@ static void produce_groups(int n, int G, int vocab) {
         size_t len;
         she_err_t e = she_msg_encode_rewarded_group(ac, &g, &buf, &len, errstr, sizeof(errstr));
         REQUIRE_MSG(e == SHE_OK, "encode: %s", errstr);
-        produce_raw(rk, "she.rewarded", 0, id, buf, len);
+        produce_raw(rk, "she.rewarded", i % ranks, id, buf, len);
     }
     CHECK(rd_kafka_flush(rk, 10000) == RD_KAFKA_RESP_ERR_NO_ERROR);
     rd_kafka_destroy(rk);
     she_avro_codec_free(ac);
 }
 
-static pid_t start_learner(const char *policy, const char *name) {
+/* Runs the learner (every rank) into dir/name; 0 when every rank exited 0 within timeout_s,
+ * or, with kill_after_step > 0, SIGKILLs every rank once rank 0 logs that step after its
+ * first checkpoint. */
+static int run_learner(const char *policy, const char *name, int kill_after_step,
+                       double timeout_s) {
     char ckpt[1200];
     snprintf(ckpt, sizeof(ckpt), "%s/%s", dir, name);
     const char *a[] = {"learn", "--bootstrap", bootstrap, "--metrics", "0", "--init", policy,
                        "--dir", ckpt, "--batch", "4", "--checkpoint-every", "2",
                        "--max-steps", "6", "--lr", "1e-3", "--set", "learn.micro.batch=8",
                        "--set", "learn.max.seq=64", "--set", "learn.staleness=1000", NULL};
-    return spawn(name, a);
+    pid_t pids[8];
+    spawn_learners(name, a, pids);
+    int rc = 0;
+    if (kill_after_step > 0) {
+        char ck[1300], log[128], line[32];
+        snprintf(ck, sizeof(ck), "%s/v000001/trainer_state.json", ckpt);
+        snprintf(log, sizeof(log), "%s.log", name);
+        snprintf(line, sizeof(line), "step %d:", kill_after_step);
+        for (double t0 = now_s(); access(ck, R_OK) != 0 && now_s() - t0 < 60;)
+            usleep(20000);
+        for (double t0 = now_s(); count_lines(log, line) == 0 && now_s() - t0 < 30;)
+            usleep(20000);
+        for (int r = 0; r < ranks; r++)
+            kill(pids[r], SIGKILL);
+    }
+    for (int r = 0; r < ranks; r++) /* a killed job's exit statuses say nothing */
+        rc |= wait_exit(pids[r], timeout_s) != 0 && kill_after_step == 0;
+    return rc;
 }
 
 static void file_sha(const char *rel, char hex[65]) {
@@ -641,20 +761,18 @@ static void test_resume(void) {
     REQUIRE(start_broker() == 0);
     produce_groups(24, 4, 300);
 
-    CHECK_EQ_INT(wait_exit(start_learner(policy, "a"), 90), 0);
-    pid_t b = start_learner(policy, "b");
-    char ck[1300];
-    snprintf(ck, sizeof(ck), "%s/b/v000001/trainer_state.json", dir);
-    for (double t0 = now_s(); access(ck, R_OK) != 0 && now_s() - t0 < 60;)
-        usleep(20000);
-    for (double t0 = now_s(); count_lines("b.log", "step 3:") == 0 && now_s() - t0 < 30;)
-        usleep(20000);
-    kill(b, SIGKILL);
-    waitpid(b, NULL, 0);
+    CHECK_EQ_INT(run_learner(policy, "a", 0, 90), 0);
+    CHECK_EQ_INT(run_learner(policy, "b", 3, 10), 0);
     fprintf(stderr, "learner killed at step %s\n", count_lines("b.log", "step 4:") ? ">= 4" : "3");
     CHECK_EQ_INT(count_lines("b.log", "resuming from"), 0);
-    CHECK_EQ_INT(wait_exit(start_learner(policy, "b"), 90), 0);
+    CHECK_EQ_INT(run_learner(policy, "b", 0, 90), 0);
     CHECK_EQ_INT(count_lines("b.log", "resuming from"), 1);
+    for (int r = 1; r < ranks; r++) {
+        char log[32];
+        snprintf(log, sizeof(log), "b%d.log", r);
+        CHECK_EQ_INT(count_lines(log, "starting from rank 0's v0:"), 1);
+        CHECK_EQ_INT(count_lines(log, "starting from rank 0's v"), 2);
+    }
     const char *files[] = {"model.safetensors", "optimizer.safetensors"};
     for (int i = 0; i < 2; i++) {
         char ra[128], rb[128], ha[65], hb[65];
@@ -673,6 +791,13 @@ static void test_resume(void) {
     CHECK(json_equal(json_object_get(sa, "offsets"), json_object_get(sb, "offsets")));
     CHECK_EQ_INT(json_integer_value(json_object_get(sb, "step")), 6);
     CHECK_EQ_INT(json_array_size(json_object_get(sb, "trained_ids")), 24);
+    /* every rank's partition, consumed to the end (24 / ranks groups each) */
+    json_t *offs = json_object_get(json_object_get(sb, "offsets"), "she.rewarded");
+    for (int p = 0; p < ranks; p++) {
+        char key[16];
+        snprintf(key, sizeof(key), "%d", p);
+        CHECK_EQ_INT(json_integer_value(json_object_get(offs, key)), 24 / ranks);
+    }
     /* the weights did move: v3 is not v0 */
     char h0[65], h3[65];
     file_sha("a/v000000/model.safetensors", h0);
@@ -685,12 +810,15 @@ static void test_resume(void) {
 int main(int argc, char **argv) {
     she_bin = getenv("SHE_BIN");
     const char *tmp = getenv("SHE_TEST_TMP");
-    if (!she_bin || !tmp || argc < 2) {
-        fprintf(stderr, "usage: SHE_BIN=... SHE_TEST_TMP=... %s accounting|outage|resume\n",
-                argv[0]);
+    if (argc > 2)
+        ranks = atoi(argv[2]);
+    if (!she_bin || !tmp || argc < 2 || ranks < 1 || ranks > 8) {
+        fprintf(stderr, "usage: SHE_BIN=... SHE_TEST_TMP=... %s accounting|outage|resume "
+                "[learner ranks, 1..8]\n", argv[0]);
         return 2;
     }
-    snprintf(dir, sizeof(dir), "%s/stream_%s", tmp, argv[1]);
+    snprintf(dir, sizeof(dir), "%s/stream_%s%s%.0d", tmp, argv[1], ranks > 1 ? "_ranks" : "",
+             ranks > 1 ? ranks : 0);
     char cmd[1200];
     snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
     if (system(cmd) != 0 || mkdir(dir, 0777) != 0) {

@@ -119,10 +119,10 @@ static she_err_t rows_fill(rows_t *r, const she_dpo_set_t *set, const int *idx, 
 }
 
 /* Forward of the filled rows; answer log-probs into alogp. */
-static she_err_t rows_forward(rows_t *r, she_model_t *m, const she_dpo_set_t *set,
+static she_err_t rows_forward(rows_t *r, she_engine_t *e, const she_dpo_set_t *set,
                               const int *idx, int mpairs, char *errstr, size_t errstr_size) {
-    SHE_TRY(she_model_forward(m, r->tokens, r->mask, r->targets, 2 * mpairs, r->T, 1.0f, r->logp,
-                              NULL, errstr, errstr_size));
+    SHE_TRY(she_engine_forward(e, r->tokens, r->mask, r->targets, 2 * mpairs, r->T, 1.0f, r->logp,
+                               NULL, errstr, errstr_size));
     for (int i = 0; i < mpairs; i++)
         for (int c = 0; c < 2; c++) {
             const she_dpo_pair_t *p = &set->pairs[idx[i]];
@@ -135,8 +135,9 @@ static she_err_t rows_forward(rows_t *r, she_model_t *m, const she_dpo_set_t *se
     return SHE_OK;
 }
 
-she_err_t she_dpo_ref_logps(she_model_t *ref, she_dpo_set_t *set, int micro_batch, char *errstr,
-                            size_t errstr_size) {
+she_err_t she_dpo_ref_logps(she_engine_t *ref_engine, she_dpo_set_t *set, int micro_batch,
+                            char *errstr, size_t errstr_size) {
+    const she_model_t *ref = she_engine_model(ref_engine);
     int mp = micro_batch / 2;
     if (mp < 1 || micro_batch > ref->max_batch)
         return she_errf(SHE_ERR_INVALID, errstr, errstr_size,
@@ -152,7 +153,7 @@ she_err_t she_dpo_ref_logps(she_model_t *ref, she_dpo_set_t *set, int micro_batc
         err = rows_fill(&r, set, idx, m, ref->max_seq, errstr, errstr_size);
         if (err != SHE_OK)
             break;
-        err = rows_forward(&r, ref, set, idx, m, errstr, errstr_size);
+        err = rows_forward(&r, ref_engine, set, idx, m, errstr, errstr_size);
         for (int i = 0; i < m && err == SHE_OK; i++)
             for (int c = 0; c < 2; c++) {
                 double s = 0;
@@ -169,10 +170,11 @@ she_err_t she_dpo_ref_logps(she_model_t *ref, she_dpo_set_t *set, int micro_batc
     return err;
 }
 
-she_err_t she_dpo_step(she_model_t *policy, she_adamw_t *opt, const she_adamw_config_t *hp,
-                       float lr, float clip, float beta, const she_dpo_set_t *set, const int *idx,
-                       int P, int micro_batch, she_dpo_stats_t *st, float *grad_norm,
-                       char *errstr, size_t errstr_size) {
+she_err_t she_dpo_step(she_engine_t *e, const she_adamw_config_t *hp, float lr, float clip,
+                       float beta, const she_dpo_set_t *set, const int *idx, int P,
+                       int micro_batch, she_dpo_stats_t *st, float *grad_norm, char *errstr,
+                       size_t errstr_size) {
+    const she_model_t *policy = she_engine_model(e);
     int mp = micro_batch / 2;
     if (mp < 1 || micro_batch > policy->max_batch || P < 1)
         return she_errf(SHE_ERR_INVALID, errstr, errstr_size,
@@ -187,12 +189,12 @@ she_err_t she_dpo_step(she_model_t *policy, she_adamw_t *opt, const she_adamw_co
                             policy->max_seq);
     }
     she_dpo_stats_t acc = {0};
-    she_model_zero_grad(policy);
+    SHE_TRY(she_engine_zero_grad(e, errstr, errstr_size));
     for (int i0 = 0; i0 < P; i0 += mp) {
         int m = P - i0 < mp ? P - i0 : mp;
         rows_t r;
         SHE_TRY(rows_fill(&r, set, idx + i0, m, policy->max_seq, errstr, errstr_size));
-        she_err_t err = rows_forward(&r, policy, set, idx + i0, m, errstr, errstr_size);
+        she_err_t err = rows_forward(&r, e, set, idx + i0, m, errstr, errstr_size);
         if (err != SHE_OK) {
             rows_free(&r);
             return err;
@@ -232,7 +234,7 @@ she_err_t she_dpo_step(she_model_t *policy, she_adamw_t *opt, const she_adamw_co
                     r.dlogp[(size_t)(2 * i + c) * r.T + p->n_prompt - 1 + t] = d[t] * scale;
             }
         }
-        she_model_backward(policy, r.dlogp, NULL);
+        err = she_engine_backward(e, r.dlogp, NULL, errstr, errstr_size);
         acc.loss += s.loss * m;
         acc.reward_acc += s.reward_acc * m;
         acc.margin_mean += s.margin_mean * m;
@@ -246,10 +248,9 @@ she_err_t she_dpo_step(she_model_t *policy, she_adamw_t *opt, const she_adamw_co
         free(mc);
         free(mr);
         rows_free(&r);
+        SHE_TRY(err);
     }
-    float gn = she_model_adamw_step(policy, opt, hp, lr, 1.0f, clip);
-    if (grad_norm)
-        *grad_norm = gn;
+    SHE_TRY(she_engine_adamw_step(e, hp, lr, 1.0f, clip, grad_norm, errstr, errstr_size));
     if (st) {
         double n = acc.n_pairs;
         *st = acc;

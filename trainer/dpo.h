@@ -14,6 +14,7 @@
 
 #include <stdint.h>
 
+#include "engine.h"
 #include "model.h"
 #include "optim.h"
 #include "rl.h"
@@ -37,20 +38,22 @@ void she_dpo_set_add(she_dpo_set_t *set, const int32_t *prompt, int n_prompt,
                      int n_rejected);
 void she_dpo_set_free(she_dpo_set_t *set); /* frees the contents; NULL is fine */
 
-/* Fills every pair's ref_chosen / ref_rejected from model `ref`, micro_batch rows per forward
- * (<= ref->max_batch).  SHE_ERR_INVALID when a prompt + answer exceeds ref->max_seq. */
-she_err_t she_dpo_ref_logps(she_model_t *ref, she_dpo_set_t *set, int micro_batch, char *errstr,
-                            size_t errstr_size);
+/* Fills every pair's ref_chosen / ref_rejected from the reference on engine ref_engine,
+ * micro_batch rows per forward (<= the model's max_batch).  SHE_ERR_INVALID when a prompt +
+ * answer exceeds its max_seq, SHE_ERR_CUDA on a device failure. */
+she_err_t she_dpo_ref_logps(she_engine_t *ref_engine, she_dpo_set_t *set, int micro_batch,
+                            char *errstr, size_t errstr_size);
 
-/* One optimizer step on pairs idx[0..P) of set: per micro-batch of micro_batch/2 pairs, one
- * forward of their chosen and rejected rows, the DPO loss (beta) scaled to the mean over the P
- * pairs, backward; then AdamW at lr with global-norm clipping to clip.  st (NULL allowed) gets
- * the loss statistics over the P pairs, *grad_norm (NULL allowed) the norm before clipping.
- * SHE_ERR_INVALID for micro_batch < 2 or above the model's rows, or a sequence too long (then
- * nothing is updated). */
-she_err_t she_dpo_step(she_model_t *policy, she_adamw_t *opt, const she_adamw_config_t *hp,
-                       float lr, float clip, float beta, const she_dpo_set_t *set, const int *idx,
-                       int P, int micro_batch, she_dpo_stats_t *st, float *grad_norm,
-                       char *errstr, size_t errstr_size);
+/* One optimizer step of the policy on engine e (which holds its AdamW state) on pairs idx[0..P)
+ * of set: per micro-batch of micro_batch/2 pairs, one forward of their chosen and rejected
+ * rows, the DPO loss (beta) scaled to the mean over the P pairs, backward; then AdamW at lr
+ * with global-norm clipping to clip.  st (NULL allowed) gets the loss statistics over the P
+ * pairs, *grad_norm (NULL allowed) the norm before clipping.  SHE_ERR_INVALID for
+ * micro_batch < 2 or above the model's rows, or a sequence too long (then nothing is
+ * updated); SHE_ERR_CUDA on a device failure. */
+she_err_t she_dpo_step(she_engine_t *e, const she_adamw_config_t *hp, float lr, float clip,
+                       float beta, const she_dpo_set_t *set, const int *idx, int P,
+                       int micro_batch, she_dpo_stats_t *st, float *grad_norm, char *errstr,
+                       size_t errstr_size);
 
 #endif

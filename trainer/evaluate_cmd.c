@@ -1,7 +1,18 @@
 /* evaluate_cmd.c -- `she evaluate`: greedy judging of a labelled log (or its validation split)
  * with one checkpoint, or two side by side (--compare A B), next to the majority-class and
  * lexical baselines fitted on the training side of the same split (or --train FILE); every
- * metric of trainer/eval.h, written as JSON and Markdown. */
+ * metric of trainer/eval.h, written as JSON and Markdown.
+ *
+ * `she evaluate --follow` is the streaming evaluator: it follows the checkpoint announcements
+ * on she.checkpoints through a policy watch (core/policy_watch.h: every policy is verified
+ * before it is loaded; malformed announcements go to the dead-letter topic), judges the same
+ * held-out rows with each new policy, and publishes an evaluation record (schemas/
+ * evaluation.avsc) on she.evaluations keyed by the version, the she_eval_* gauges on /metrics
+ * and a log line.  Like the watch, it takes the newest announced version when several arrive
+ * during one evaluation (the ones between are not evaluated), and it evaluates only policies
+ * of the architecture and tokenizer of the first one it loaded.  Stops on SIGTERM, between
+ * two batches of rows (an evaluation cut short publishes nothing). */
+#include <inttypes.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -13,6 +24,10 @@
 #include "cmd.h"
 #include "commands.h"
 #include "dataset.h"
+#include "messages.h"
+#include "policy_watch.h"
+#include "signals.h"
+#include "stream.h"
 #include "trainer/baselines.h"
 #include "trainer/eval.h"
 #include "trainer/judge.h"
@@ -46,6 +61,8 @@ static const she_conf_def_t eval_defs[] = {
     {"eval.max.prompt", SHE_CONF_INT, "128", "prompt tokens (the item text is cut to fit)", 2,
      4096, NULL, NULL},
     {"eval.max.new", SHE_CONF_INT, "128", "answer tokens", 1, 4096, NULL, NULL},
+    {"eval.device", SHE_CONF_STR, "cpu", "where judging runs: cpu, cuda or cuda:N", 0, 0, NULL,
+     "device"},
     {"eval.lexicons", SHE_CONF_STR, "../shared/data/homedepot/lexicons",
      "brand/material lexicons for the teacher step reference ('' = none)", 0, 0, NULL,
      "lexicons"},
@@ -53,6 +70,11 @@ static const she_conf_def_t eval_defs[] = {
      0, 1e9, NULL, NULL},
     {"eval.title", SHE_CONF_STR, "", "report title (default: names the data and the split)", 0,
      0, NULL, "title"},
+    {"eval.follow", SHE_CONF_BOOL, "false",
+     "evaluate every policy announced on she.checkpoints, publish on she.evaluations", 0, 0,
+     NULL, "follow"},
+    {"metrics.listen", SHE_CONF_STR, "127.0.0.1:9471", "/metrics address with --follow (0 = off)",
+     0, 0, NULL, "metrics"},
     {NULL, 0, NULL, NULL, 0, 0, NULL, NULL},
 };
 
@@ -87,6 +109,54 @@ static void on_progress(int done, int total, void *opaque) {
     }
 }
 
+static void judge_opts(const she_conf_t *conf, she_judge_opts_t *jo) {
+    she_judge_opts_default(jo);
+    jo->max_batch = (int)she_conf_get_int(conf, "eval.batch");
+    jo->max_prompt = (int)she_conf_get_int(conf, "eval.max.prompt");
+    jo->max_new_tokens = (int)she_conf_get_int(conf, "eval.max.new");
+    jo->device = she_conf_get(conf, "eval.device");
+}
+
+/* Judges ds with j and computes sy's metrics.  With stoppable set, a stop request (SIGTERM)
+ * between two batches ends it early with SHE_ERR_TIMEOUT and no metrics. */
+static she_err_t measure(system_t *sy, she_judge_t *j, int max_batch, const she_dataset_t *ds,
+                         const she_lexicon_t *brands, const she_lexicon_t *materials,
+                         int stoppable, she_log_t *lg, char *errstr, size_t errstr_size) {
+    int n = (int)ds->n;
+    if (!sy->res) {
+        sy->res = calloc((size_t)n, sizeof(*sy->res));
+        sy->rows = calloc((size_t)n, sizeof(*sy->rows));
+        sy->teacher = calloc((size_t)n, sizeof(*sy->teacher));
+        SHE_CHECK_ALLOC(sy->res);
+        SHE_CHECK_ALLOC(sy->rows);
+        SHE_CHECK_ALLOC(sy->teacher);
+    }
+    she_eval_free(sy->m);
+    sy->m = NULL;
+    sy->n_tokens = 0;
+    she_log_info(lg, "%s: judging %d rows (greedy, batch %d)", sy->dir, n, max_batch);
+    prog_t p = {.lg = lg, .name = sy->name, .t0 = she_now_s(), .next_pct = 10};
+    she_err_t err = SHE_OK;
+    /* batch by batch, so a stop request is seen between two */
+    for (int off = 0; off < n && err == SHE_OK; off += max_batch) {
+        if (stoppable && she_signals_stop_requested())
+            return she_errf(SHE_ERR_TIMEOUT, errstr, errstr_size,
+                            "%s: stopped after %d of %d rows", sy->dir, off, n);
+        int cnt = n - off < max_batch ? n - off : max_batch;
+        err = she_judge_run(j, ds->samples + off, cnt, sy->res + off, NULL, NULL, errstr,
+                            errstr_size);
+        on_progress(off + cnt, n, &p);
+    }
+    sy->seconds = she_now_s() - p.t0;
+    if (err != SHE_OK)
+        return err;
+    for (int i = 0; i < n; i++)
+        sy->n_tokens += sy->res[i].n_tokens;
+    she_judge_eval_rows(ds->samples, sy->res, n, brands, materials, sy->teacher, sy->rows,
+                        &sy->n_teacher);
+    return she_eval_compute(sy->rows, n, 1, &sy->m, errstr, errstr_size);
+}
+
 static she_err_t judge_system(system_t *sy, const she_dataset_t *ds, const she_conf_t *conf,
                               const she_lexicon_t *brands, const she_lexicon_t *materials,
                               she_log_t *lg, char *errstr, size_t errstr_size) {
@@ -100,32 +170,11 @@ static she_err_t judge_system(system_t *sy, const she_dataset_t *ds, const she_c
     if (err == SHE_OK)
         err = she_model_load(sy->dir, 1, 16, &m, NULL, errstr, errstr_size);
     she_judge_opts_t jo;
-    she_judge_opts_default(&jo);
-    jo.max_batch = (int)she_conf_get_int(conf, "eval.batch");
-    jo.max_prompt = (int)she_conf_get_int(conf, "eval.max.prompt");
-    jo.max_new_tokens = (int)she_conf_get_int(conf, "eval.max.new");
+    judge_opts(conf, &jo);
     if (err == SHE_OK)
         err = she_judge_new(m, tok, &jo, &j, errstr, errstr_size);
-    int n = (int)ds->n;
-    sy->res = calloc((size_t)n, sizeof(*sy->res));
-    sy->rows = calloc((size_t)n, sizeof(*sy->rows));
-    sy->teacher = calloc((size_t)n, sizeof(*sy->teacher));
-    SHE_CHECK_ALLOC(sy->res);
-    SHE_CHECK_ALLOC(sy->rows);
-    SHE_CHECK_ALLOC(sy->teacher);
-    if (err == SHE_OK) {
-        she_log_info(lg, "%s: judging %d rows (greedy, batch %d)", sy->dir, n, jo.max_batch);
-        prog_t p = {.lg = lg, .name = sy->name, .t0 = she_now_s(), .next_pct = 10};
-        err = she_judge_run(j, ds->samples, n, sy->res, on_progress, &p, errstr, errstr_size);
-        sy->seconds = she_now_s() - p.t0;
-    }
-    if (err == SHE_OK) {
-        for (int i = 0; i < n; i++)
-            sy->n_tokens += sy->res[i].n_tokens;
-        she_judge_eval_rows(ds->samples, sy->res, n, brands, materials, sy->teacher, sy->rows,
-                            &sy->n_teacher);
-        err = she_eval_compute(sy->rows, n, 1, &sy->m, errstr, errstr_size);
-    }
+    if (err == SHE_OK)
+        err = measure(sy, j, jo.max_batch, ds, brands, materials, 0, lg, errstr, errstr_size);
     she_judge_free(j);
     she_model_free(m);
     she_tokenizer_free(tok);
@@ -194,18 +243,230 @@ static she_err_t write_markdown(FILE *f, const she_eval_report_t *rep, const cha
     return SHE_OK;
 }
 
+/* The rows to evaluate (ev) and, when fit is not NULL, the other side of the split, on which
+ * the baselines are fitted. */
+static void select_rows(const she_conf_t *conf, const she_dataset_t *all, she_dataset_t *ev,
+                        she_dataset_t *fit) {
+    const char *split = she_conf_get(conf, "eval.split");
+    if (strcmp(split, "all") == 0) {
+        for (size_t i = 0; i < all->n; i++)
+            she_dataset_append_copy(ev, &all->samples[i]);
+        return;
+    }
+    she_dataset_t *other = she_dataset_new();
+    int val = strcmp(split, "val") == 0;
+    she_dataset_split_by_query(all, she_conf_get_double(conf, "eval.val.fraction"),
+                               (uint64_t)she_conf_get_int(conf, "eval.split.seed"),
+                               val ? other : ev, val ? ev : other);
+    for (size_t i = 0; fit && i < other->n; i++)
+        she_dataset_append_copy(fit, &other->samples[i]);
+    she_dataset_free(other);
+}
+
+/* Keeps the first eval.limit rows; SHE_ERR_INVALID when none are left. */
+static she_err_t limit_rows(const she_conf_t *conf, const char *data, she_dataset_t *ev,
+                            char *errstr, size_t errstr_size) {
+    long long limit = she_conf_get_int(conf, "eval.limit");
+    while (limit > 0 && (long long)ev->n > limit)
+        she_sample_clear(&ev->samples[--ev->n]);
+    if (ev->n == 0)
+        return she_errf(SHE_ERR_INVALID, errstr, errstr_size, "%s: no rows to evaluate", data);
+    return SHE_OK;
+}
+
+/* ---- --follow ---- */
+
+typedef struct follower {
+    she_log_t *lg;
+    she_stream_t *st;
+    she_policy_watch_t *pw;
+    she_judge_t *j;
+    int max_batch;
+    const she_dataset_t *ev;
+    char dataset[1024]; /* what the records name as the held-out set */
+    const she_lexicon_t *brands, *materials;
+    system_t sy;
+    she_metric_t *m_macro, *m_good, *m_acc, *m_fail;
+    she_metric_series_t *s_version, *s_total;
+} follower_t;
+
+static she_err_t follower_metrics(follower_t *f, she_metrics_t *reg, char *errstr,
+                                  size_t errstr_size) {
+    she_metric_t *m_version, *m_total;
+    SHE_TRY(she_metrics_gauge(reg, "she_eval_macro_f1",
+                              "Macro F1 over L1..L4 on the held-out set, per policy version.",
+                              "version", &f->m_macro, errstr, errstr_size));
+    SHE_TRY(she_metrics_gauge(reg, "she_eval_good_f1",
+                              "Good (L3+L4) F1 on the held-out set, per policy version.",
+                              "version", &f->m_good, errstr, errstr_size));
+    SHE_TRY(she_metrics_gauge(reg, "she_eval_accuracy",
+                              "Grade accuracy on the held-out set, per policy version.",
+                              "version", &f->m_acc, errstr, errstr_size));
+    SHE_TRY(she_metrics_gauge(reg, "she_eval_format_failure_ratio",
+                              "Share of held-out answers that did not parse, per policy version.",
+                              "version", &f->m_fail, errstr, errstr_size));
+    SHE_TRY(she_metrics_gauge(reg, "she_eval_policy_version",
+                              "Version of the policy evaluated last.", NULL, &m_version, errstr,
+                              errstr_size));
+    SHE_TRY(she_metrics_counter(reg, "she_evaluations_total",
+                                "Evaluations published on she.evaluations.", NULL, &m_total,
+                                errstr, errstr_size));
+    f->s_version = she_metrics_series(m_version, NULL);
+    f->s_total = she_metrics_series(m_total, NULL);
+    return SHE_OK;
+}
+
+/* Evaluates the watch's live policy and publishes the record; a failure is logged (the
+ * follower goes on with the next policy). */
+static void evaluate_live(follower_t *f) {
+    char errstr[SHE_ERRSTR_SIZE], sha[65], key[32];
+    int64_t version = she_policy_watch_version(f->pw);
+    const char *dir = she_policy_watch_dir(f->pw);
+    f->sy.dir = dir;
+    snprintf(f->sy.name, sizeof(f->sy.name), "v%" PRId64, version);
+    she_err_t err = she_judge_sync(f->j, errstr, sizeof(errstr));
+    if (err == SHE_OK)
+        err = measure(&f->sy, f->j, f->max_batch, f->ev, f->brands, f->materials, 1, f->lg,
+                      errstr, sizeof(errstr));
+    if (err == SHE_OK)
+        err = she_policy_manifest_sha256(dir, "model.safetensors", sha, errstr, sizeof(errstr));
+    if (err != SHE_OK) {
+        she_log_error(f->lg, "v%" PRId64 " not evaluated: %s", version, errstr);
+        return;
+    }
+    const she_eval_class_t *c = &f->sy.m->all;
+    she_msg_metric_t per_class[SHE_N_GRADES];
+    for (int g = 0; g < SHE_N_GRADES; g++)
+        per_class[g] = (she_msg_metric_t){(char *)she_grade_name((she_grade_t)(g + 1)), c->f1[g]};
+    she_evaluation_record_t rec = {.policy_version = version,
+                                   .checkpoint_uri = (char *)dir,
+                                   .sha256 = sha,
+                                   .dataset = f->dataset,
+                                   .rows = c->n,
+                                   .macro_f1 = c->macro_f1,
+                                   .good_f1 = c->good_f1,
+                                   .accuracy = c->accuracy,
+                                   .format_failure_rate = c->fail_rate,
+                                   .per_class_f1 = per_class,
+                                   .n_per_class_f1 = SHE_N_GRADES,
+                                   .created_ms = she_stream_now_ms()};
+    const uint8_t *buf;
+    size_t len;
+    snprintf(key, sizeof(key), "%" PRId64, version);
+    err = she_msg_encode_evaluation(she_stream_codec(f->st), &rec, &buf, &len, errstr,
+                                    sizeof(errstr));
+    if (err == SHE_OK)
+        err = she_stream_produce(f->st, "evaluations", key, strlen(key), buf, len, errstr,
+                                 sizeof(errstr));
+    if (err == SHE_OK) /* delivered before it is reported as published */
+        err = she_stream_commit(f->st, 30000, errstr, sizeof(errstr));
+    if (err != SHE_OK) {
+        she_log_error(f->lg, "evaluation of v%" PRId64 " not published: %s", version, errstr);
+        return;
+    }
+    const char *label[] = {key};
+    she_metrics_set(she_metrics_series(f->m_macro, label), c->macro_f1);
+    she_metrics_set(she_metrics_series(f->m_good, label), c->good_f1);
+    she_metrics_set(she_metrics_series(f->m_acc, label), c->accuracy);
+    she_metrics_set(she_metrics_series(f->m_fail, label), c->fail_rate);
+    she_metrics_set(f->s_version, (double)version);
+    she_metrics_inc(f->s_total);
+    she_log_info(f->lg, "evaluated v%" PRId64 " (%s): macro F1 %.4f, Good F1 %.4f, accuracy "
+                 "%.4f, format failures %.4f on %ld rows in %.1f s (%.0f tokens/s); published "
+                 "on %s",
+                 version, dir, c->macro_f1, c->good_f1, c->accuracy, c->fail_rate, c->n,
+                 f->sy.seconds, f->sy.seconds > 0 ? f->sy.n_tokens / f->sy.seconds : 0.0,
+                 she_stream_topic_name("evaluations"));
+}
+
+/* The --follow loop: waits for the first usable policy, evaluates it and every newer one
+ * until SIGTERM. */
+static she_err_t follow_checkpoints(const she_conf_t *conf, she_log_t *lg, const she_dataset_t *ev,
+                                    const char *data, const she_lexicon_t *brands,
+                                    const she_lexicon_t *materials, char *errstr,
+                                    size_t errstr_size) {
+    she_signals_install();
+    follower_t f = {.lg = lg, .ev = ev, .brands = brands, .materials = materials};
+    const char *split = she_conf_get(conf, "eval.split");
+    const char *first = she_conf_get_int(conf, "eval.limit") > 0 ? "first " : "";
+    if (strcmp(split, "all") == 0)
+        snprintf(f.dataset, sizeof(f.dataset), "%s (all rows; %s%zu rows)", data, first, ev->n);
+    else
+        snprintf(f.dataset, sizeof(f.dataset), "%s (%s split by query, fraction %g, seed %lld; "
+                 "%s%zu rows)", data, split, she_conf_get_double(conf, "eval.val.fraction"),
+                 she_conf_get_int(conf, "eval.split.seed"), first, ev->n);
+    she_metrics_t *reg = she_metrics_new();
+    she_httpd_t *httpd = NULL;
+    she_tokenizer_t *tok = NULL;
+    she_stream_opts_t so = {.component = "evaluate", .producer = 1};
+    she_err_t err = she_stream_new(conf, lg, reg, &so, &f.st, errstr, errstr_size);
+    if (err == SHE_OK)
+        err = follower_metrics(&f, reg, errstr, errstr_size);
+    if (err == SHE_OK)
+        err = she_stream_serve_metrics(she_conf_get(conf, "metrics.listen"), reg, lg, &httpd,
+                                       errstr, errstr_size);
+    if (err == SHE_OK)
+        err = she_policy_watch_new(conf, lg, reg, f.st, &f.pw, errstr, errstr_size);
+    if (err == SHE_OK)
+        she_log_info(lg, "following %s; held-out set %s", she_stream_topic_name("checkpoints"),
+                     f.dataset);
+    /* the judge only samples: the training activations need not be larger than one row */
+    while (err == SHE_OK && !she_signals_stop_requested()) {
+        err = she_policy_watch_start(f.pw, NULL, -1, 1, 16, 5000, errstr, errstr_size);
+        if (err == SHE_OK)
+            break;
+        if (err == SHE_ERR_TIMEOUT) /* nothing usable announced yet: keep waiting */
+            err = SHE_OK;
+        she_stream_service(f.st);
+    }
+    if (err == SHE_OK && !she_signals_stop_requested()) {
+        char path[4200];
+        she_judge_opts_t jo;
+        judge_opts(conf, &jo);
+        f.max_batch = jo.max_batch;
+        snprintf(path, sizeof(path), "%s/tokenizer.json", she_policy_watch_dir(f.pw));
+        err = she_tokenizer_load(path, &tok, errstr, errstr_size);
+        if (err == SHE_OK)
+            err = she_judge_new(she_policy_watch_model(f.pw), tok, &jo, &f.j, errstr,
+                                errstr_size);
+    }
+    if (err == SHE_OK && !she_signals_stop_requested()) {
+        evaluate_live(&f);
+        while (!she_signals_stop_requested()) {
+            if (she_policy_watch_poll(f.pw))
+                evaluate_live(&f);
+            else
+                she_signals_sleep_ms(200);
+            she_stream_service(f.st);
+        }
+        she_log_info(lg, "stopping (SIGTERM); policy in use v%" PRId64,
+                     she_policy_watch_version(f.pw));
+    }
+    she_judge_free(f.j);
+    she_tokenizer_free(tok);
+    she_policy_watch_free(f.pw);
+    she_httpd_free(httpd);
+    she_stream_free(f.st);
+    system_free(&f.sy);
+    she_metrics_free(reg);
+    return err;
+}
+
 int she_cmd_evaluate(int argc, char **argv, char **envp) {
     she_cmd_env_t env;
     int rc = she_cmd_init(
         &env, argc, argv, envp,
-        "she evaluate (--model DIR | --compare A B) --data FILE [--split val] [--out PREFIX]",
+        "she evaluate (--model DIR | --compare A B | --follow) --data FILE [--split val] "
+        "[--out PREFIX]",
         "Greedy judging of a labelled log with a checkpoint: per-class F1 (L1..L4), Good F1,\n"
         "accuracy, macro F1, format failures, per-step accuracy, breakdowns by query type and\n"
         "domain, confusion matrix and the ranking view, next to the majority-class and\n"
         "lexical baselines, as PREFIX.json and PREFIX.md.  --split val evaluates the\n"
         "validation queries of the same split `she train-sft` makes (same --val-fraction and\n"
         "--split-seed).  Rows without step ground truth get the teacher's label\n"
-        "decomposition as step reference (the report says so).",
+        "decomposition as step reference (the report says so).  --follow evaluates every\n"
+        "policy announced on she.checkpoints on the same rows and publishes the results on\n"
+        "she.evaluations and /metrics, until SIGTERM.",
         eval_defs);
     if (rc >= 0) {
         she_cmd_fini(&env);
@@ -219,8 +480,17 @@ int she_cmd_evaluate(int argc, char **argv, char **envp) {
     const char *cmp = she_conf_get(conf, "eval.compare");
     const char *split = she_conf_get(conf, "eval.split");
     int n_sys = cmp[0] ? 2 : 1;
-    if (!data || (!cmp[0] && !model[0]) || (cmp[0] && (model[0] || env.n_positional != 1)) ||
-        (!cmp[0] && env.n_positional != 0)) {
+    int follow = she_conf_get_bool(conf, "eval.follow");
+    if (follow && (!data || model[0] || cmp[0] || env.n_positional != 0 ||
+                   she_conf_get(conf, "eval.out")[0])) {
+        fprintf(stderr, "she evaluate --follow: needs --data FILE and takes no --model, "
+                        "--compare or --out (policies come from she.checkpoints)\n");
+        she_cmd_fini(&env);
+        return SHE_EXIT_USAGE;
+    }
+    if (!follow && (!data || (!cmp[0] && !model[0]) ||
+                    (cmp[0] && (model[0] || env.n_positional != 1)) ||
+                    (!cmp[0] && env.n_positional != 0))) {
         fprintf(stderr, "she evaluate: need --data FILE and either --model DIR or --compare A B\n");
         she_cmd_fini(&env);
         return SHE_EXIT_USAGE;
@@ -229,7 +499,7 @@ int she_cmd_evaluate(int argc, char **argv, char **envp) {
     memset(sys, 0, sizeof(sys));
     sys[0].dir = cmp[0] ? cmp : model;
     sys[1].dir = cmp[0] ? env.positional[0] : NULL;
-    for (int i = 0; i < n_sys; i++) {
+    for (int i = 0; i < n_sys && !follow; i++) {
         struct stat st;
         if (stat(sys[i].dir, &st) != 0 || !S_ISDIR(st.st_mode)) {
             fprintf(stderr, "she evaluate: no checkpoint directory %s\n", sys[i].dir);
@@ -266,18 +536,13 @@ int she_cmd_evaluate(int argc, char **argv, char **envp) {
         err = load(conf, data, all, lg, errstr, sizeof(errstr));
     if (err != SHE_OK)
         goto done;
-    if (strcmp(split, "all") == 0) {
-        for (size_t i = 0; i < all->n; i++)
-            she_dataset_append_copy(ev, &all->samples[i]);
-    } else {
-        she_dataset_t *other = she_dataset_new();
-        int val = strcmp(split, "val") == 0;
-        she_dataset_split_by_query(all, val_fraction, split_seed, val ? other : ev,
-                                   val ? ev : other);
-        if (!train_path[0])
-            for (size_t i = 0; i < other->n; i++)
-                she_dataset_append_copy(fit, &other->samples[i]);
-        she_dataset_free(other);
+    select_rows(conf, all, ev, train_path[0] ? NULL : fit);
+    if (follow) {
+        err = limit_rows(conf, data, ev, errstr, sizeof(errstr));
+        if (err == SHE_OK)
+            err = follow_checkpoints(conf, lg, ev, data, brands, materials, errstr,
+                                     sizeof(errstr));
+        goto done;
     }
     if (train_path[0]) {
         err = load(conf, train_path, fit, lg, errstr, sizeof(errstr));
@@ -293,13 +558,9 @@ int she_cmd_evaluate(int argc, char **argv, char **envp) {
         fit_desc = strcmp(split, "val") == 0 ? "the training side of the split"
                                              : "the validation side of the split";
     }
-    long long limit = she_conf_get_int(conf, "eval.limit");
-    while (limit > 0 && (long long)ev->n > limit)
-        she_sample_clear(&ev->samples[--ev->n]);
-    if (ev->n == 0) {
-        err = she_errf(SHE_ERR_INVALID, errstr, sizeof(errstr), "%s: no rows to evaluate", data);
+    err = limit_rows(conf, data, ev, errstr, sizeof(errstr));
+    if (err != SHE_OK)
         goto done;
-    }
     int n = (int)ev->n;
     she_log_info(lg, "evaluating %d rows (%s); baselines fitted on %zu rows", n, split, fit->n);
 

@@ -8,11 +8,11 @@
 #include "teacher.h"
 
 struct she_judge_s {
-    const she_model_t *m;
+    she_engine_t *own_engine; /* the engine she_judge_new made; NULL on a caller's engine */
     const she_tokenizer_t *tok;
     she_judge_opts_t o;
     she_sft_special_t sp;
-    she_sampler_t *sampler;
+    she_engine_sampler_t *sampler;
     int32_t *prompt_ids; /* (max_batch, max_prompt) */
     const int32_t **prompts; /* (max_batch) row pointers into prompt_ids */
     int *prompt_lens;    /* (max_batch) */
@@ -38,10 +38,11 @@ void she_judge_opts_default(she_judge_opts_t *o) {
     o->seed = 1;
 }
 
-she_err_t she_judge_new(const she_model_t *m, const she_tokenizer_t *tok,
-                        const she_judge_opts_t *o, she_judge_t **out, char *errstr,
-                        size_t errstr_size) {
+she_err_t she_judge_new_engine(she_engine_t *e, const she_tokenizer_t *tok,
+                               const she_judge_opts_t *o, she_judge_t **out, char *errstr,
+                               size_t errstr_size) {
     *out = NULL;
+    const she_model_t *m = she_engine_model(e);
     if (o->max_batch < 1 || o->max_prompt < 2 || o->max_new_tokens < 1)
         return she_errf(SHE_ERR_INVALID, errstr, errstr_size,
                         "judge: batch %d, prompt %d, new tokens %d must be positive (prompt >= 2)",
@@ -52,13 +53,13 @@ she_err_t she_judge_new(const she_model_t *m, const she_tokenizer_t *tok,
                         she_tokenizer_vocab_size(tok), m->cfg.vocab_size);
     she_judge_t *j = calloc(1, sizeof(*j));
     SHE_CHECK_ALLOC(j);
-    j->m = m;
     j->tok = tok;
     j->o = *o;
+    j->o.device = NULL; /* the caller's string need not outlive the call */
     she_err_t err = she_sft_special_ids(tok, &j->sp, errstr, errstr_size);
     if (err == SHE_OK)
-        err = she_sampler_new(m, o->max_batch, o->max_prompt + o->max_new_tokens, &j->sampler,
-                              errstr, errstr_size);
+        err = she_engine_sampler_new(e, o->max_batch, o->max_prompt + o->max_new_tokens,
+                                     &j->sampler, errstr, errstr_size);
     if (err != SHE_OK) {
         free(j);
         return err == SHE_ERR_FORMAT ? SHE_ERR_INVALID : err;
@@ -84,10 +85,33 @@ she_err_t she_judge_new(const she_model_t *m, const she_tokenizer_t *tok,
     return SHE_OK;
 }
 
+she_err_t she_judge_new(const she_model_t *m, const she_tokenizer_t *tok,
+                        const she_judge_opts_t *o, she_judge_t **out, char *errstr,
+                        size_t errstr_size) {
+    *out = NULL;
+    she_device_t dev;
+    SHE_TRY(she_device_select(o->device, &dev, errstr, errstr_size));
+    she_engine_t *e = NULL;
+    /* without an optimizer the engine never writes the model: generation only reads it */
+    SHE_TRY(she_engine_new((she_model_t *)m, NULL, &dev, &e, errstr, errstr_size));
+    she_err_t err = she_judge_new_engine(e, tok, o, out, errstr, errstr_size);
+    if (err != SHE_OK) {
+        she_engine_free(e);
+        return err;
+    }
+    (*out)->own_engine = e;
+    return SHE_OK;
+}
+
+she_err_t she_judge_sync(she_judge_t *j, char *errstr, size_t errstr_size) {
+    return j->own_engine ? she_engine_upload(j->own_engine, errstr, errstr_size) : SHE_OK;
+}
+
 void she_judge_free(she_judge_t *j) {
     if (!j)
         return;
-    she_sampler_free(j->sampler);
+    she_engine_sampler_free(j->sampler);
+    she_engine_free(j->own_engine);
     free(j->prompt_ids);
     free(j->prompts);
     free(j->prompt_lens);
@@ -152,9 +176,9 @@ she_err_t she_judge_run(she_judge_t *j, const she_sample_t *samples, int n,
         if (B > 0) {
             /* a row's draws depend on (seed, row in batch): offset the seed by the first row so
              * sampled judging of a set does not repeat the same stream every batch */
-            SHE_TRY(she_sampler_generate(j->sampler, j->prompts, j->prompt_lens, B, &p,
-                                         o->seed + (uint64_t)done, j->out_tokens, j->out_logp, NULL,
-                                         j->out_lens, j->finish, errstr, errstr_size));
+            SHE_TRY(she_engine_generate(j->sampler, j->prompts, j->prompt_lens, B, &p,
+                                        o->seed + (uint64_t)done, j->out_tokens, j->out_logp, NULL,
+                                        j->out_lens, j->finish, errstr, errstr_size));
             for (int b = 0; b < B; b++) {
                 she_judge_result_t *r = &res[j->rows[b]];
                 r->n_tokens = j->out_lens[b];

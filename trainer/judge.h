@@ -9,6 +9,11 @@
  * as their text, so they make the chain malformed rather than vanish) goes to she_cot_parse.
  * The predicted grade is step 5 when it parsed, else none (a format failure).
  *
+ * Device (opts.device, core/engine.h): "cpu" (the default) generates with the CPU engine over
+ * the borrowed model; "cuda[:N]" with a device copy of its weights made by she_judge_new (call
+ * she_judge_sync after changing the model's weights).  she_judge_new_engine instead judges on
+ * a caller's engine (e.g. the one a trainer trains on), sharing its device weights.
+ *
  * What it does not do: probabilities of the four grades (ranking ties are left to row order),
  * retries, or any repair of a malformed chain. */
 #ifndef SHE_JUDGE_H
@@ -17,6 +22,7 @@
 #include <stdint.h>
 
 #include "cot.h"
+#include "engine.h"
 #include "eval.h"
 #include "lexicon.h"
 #include "model.h"
@@ -34,6 +40,8 @@ typedef struct she_judge_opts {
     int top_k;          /* 0 = off */
     float top_p;        /* 1 = off */
     uint64_t seed;      /* for temperature > 0 */
+    const char *device; /* "cpu" (NULL or "" too, the default), "cuda" or "cuda:N"; read by
+                         * she_judge_new only */
 } she_judge_opts_t;
 
 void she_judge_opts_default(she_judge_opts_t *o);
@@ -52,14 +60,26 @@ typedef struct she_judge_result {
 
 typedef struct she_judge_s she_judge_t;
 
-/* A judge over model m and tokenizer tok (both borrowed; they must outlive the judge).  Reserves
- * a sampler of max_batch rows x (max_prompt + max_new_tokens) positions.  SHE_ERR_INVALID for
- * bad options, a tokenizer without the SFT special tokens, or a sequence longer than the
- * model's positions; *out is NULL then.  Free with she_judge_free. */
+/* A judge over model m and tokenizer tok (both borrowed; they must outlive the judge; m is
+ * only read) on device o->device.  Reserves a sampler of max_batch rows x (max_prompt +
+ * max_new_tokens) positions.  SHE_ERR_INVALID for bad options, a tokenizer without the SFT
+ * special tokens, or a sequence longer than the model's positions; SHE_ERR_CONFIG /
+ * SHE_ERR_NOT_FOUND for a malformed or absent device (she_device_select), SHE_ERR_CUDA when
+ * the device copy cannot be made; *out is NULL then.  Free with she_judge_free. */
 she_err_t she_judge_new(const she_model_t *m, const she_tokenizer_t *tok,
                         const she_judge_opts_t *o, she_judge_t **out, char *errstr,
                         size_t errstr_size);
+/* The same on engine e (borrowed; o->device is ignored): generation reads e's current
+ * weights, so a judge on a training engine judges the policy as trained so far. */
+she_err_t she_judge_new_engine(she_engine_t *e, const she_tokenizer_t *tok,
+                               const she_judge_opts_t *o, she_judge_t **out, char *errstr,
+                               size_t errstr_size);
 void she_judge_free(she_judge_t *j); /* NULL is fine */
+
+/* After the weights of the model given to she_judge_new changed (a reloaded policy): copies
+ * them to the judge's device.  Nothing to do on the CPU, or for a judge on a caller's engine
+ * (the caller syncs that).  SHE_ERR_CUDA on a device failure. */
+she_err_t she_judge_sync(she_judge_t *j, char *errstr, size_t errstr_size);
 
 /* Called after each batch with the rows done so far. */
 typedef void (*she_judge_progress_fn)(int done, int total, void *opaque);

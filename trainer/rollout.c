@@ -6,7 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "sampler.h"
+#include "engine.h"
 #include "sft.h"
 
 /* The judge's stop strings (trainer/judge.c): a rollout ends where an evaluation would. */
@@ -14,12 +14,14 @@ static const char *const stop_strings[4] = {"5. Grade: L1", "5. Grade: L2", "5. 
                                             "5. Grade: L4"};
 
 struct she_rollout {
-    const she_model_t *policy;
     const she_tokenizer_t *tok;
     she_sft_special_t sp;
     she_rollout_config_t cfg;
     int max_prompts;
-    she_sampler_t *sampler;
+    she_engine_t *engine;     /* the policy on cfg.device */
+    she_engine_sampler_t *sampler;
+    int64_t synced_version;   /* policy version on the device (when synced) */
+    int synced;
     int32_t *prompt_ids;   /* (max_prompts, max_prompt_tokens) */
     int *prompt_lens;      /* (max_prompts) */
     const int32_t **rows;  /* (max_prompts * G) prompt pointer per row */
@@ -60,17 +62,25 @@ she_err_t she_rollout_new(const she_model_t *policy, const she_tokenizer_t *tok,
                         "rollout: %d prompt + %d new tokens exceed the model's %d positions",
                         cfg->max_prompt_tokens, cfg->max_new_tokens,
                         policy->cfg.max_position_embeddings);
+    she_device_t dev;
+    SHE_TRY(she_device_select(cfg->device, &dev, errstr, errstr_size));
     she_rollout_t *ro = calloc(1, sizeof(*ro));
     if (!ro)
         return she_errf(SHE_ERR_NOMEM, errstr, errstr_size, "rollout: out of memory");
-    ro->policy = policy;
     ro->tok = tok;
     ro->sp = sp;
     ro->cfg = *cfg;
+    ro->cfg.device = NULL; /* the caller's string need not outlive the call */
     ro->max_prompts = max_prompts;
     size_t rows = (size_t)max_prompts * cfg->group_size;
-    she_err_t err = she_sampler_new(policy, (int)rows, seq, &ro->sampler, errstr, errstr_size);
+    /* without an optimizer the engine never writes the policy: generation only reads it */
+    she_err_t err = she_engine_new((she_model_t *)policy, NULL, &dev, &ro->engine, errstr,
+                                   errstr_size);
+    if (err == SHE_OK)
+        err = she_engine_sampler_new(ro->engine, (int)rows, seq, &ro->sampler, errstr,
+                                     errstr_size);
     if (err != SHE_OK) {
+        she_engine_free(ro->engine);
         free(ro);
         return err;
     }
@@ -94,7 +104,8 @@ she_err_t she_rollout_new(const she_model_t *policy, const she_tokenizer_t *tok,
 void she_rollout_free(she_rollout_t *ro) {
     if (!ro)
         return;
-    she_sampler_free(ro->sampler);
+    she_engine_sampler_free(ro->sampler);
+    she_engine_free(ro->engine);
     free(ro->prompt_ids);
     free(ro->prompt_lens);
     free(ro->rows);
@@ -244,9 +255,14 @@ she_err_t she_rollout_generate(she_rollout_t *ro, const she_sample_t *const *sam
                              .top_p = ro->cfg.top_p, .max_new_tokens = ro->cfg.max_new_tokens,
                              .stop_ids = stop, .n_stop_ids = 1, .stop_strings = stop_strings,
                              .n_stop_strings = 4, .tok = ro->tok};
-    SHE_TRY(she_sampler_generate(ro->sampler, ro->rows, ro->row_lens, n * G, &p, seed,
-                                 ro->out_tokens, ro->out_logp, NULL, ro->out_lens, ro->finish,
-                                 errstr, errstr_size));
+    if (!ro->synced || policy_version != ro->synced_version) {
+        SHE_TRY(she_engine_upload(ro->engine, errstr, errstr_size));
+        ro->synced = 1;
+        ro->synced_version = policy_version;
+    }
+    SHE_TRY(she_engine_generate(ro->sampler, ro->rows, ro->row_lens, n * G, &p, seed,
+                                ro->out_tokens, ro->out_logp, NULL, ro->out_lens, ro->finish,
+                                errstr, errstr_size));
     she_err_t err = SHE_OK;
     for (int i = 0; i < n && err == SHE_OK; i++) {
         she_rollout_group_t *rg = &groups[i];

@@ -33,17 +33,23 @@ typedef struct she_rollout_config {
     float top_p;           /* 1 = none */
     int max_new_tokens;    /* response budget (96) */
     int max_prompt_tokens; /* longer prompts are refused (160) */
+    const char *device;    /* "cpu" (NULL, the default), "cuda" or "cuda:N" (core/engine.h);
+                            * read by she_rollout_new only */
 } she_rollout_config_t;
 
 she_rollout_config_t she_rollout_defaults(void);
 
 typedef struct she_rollout she_rollout_t;
 
-/* A rollout engine over `policy` and its tokenizer (both borrowed; the weights are read at
- * each call, so a policy updated in place is sampled from at once) for up to max_prompts
- * prompts per call (G rows each).  Needs the SFT special tokens in tok and
+/* A rollout engine over `policy` and its tokenizer (both borrowed; the policy is only read)
+ * for up to max_prompts prompts per call (G rows each), generating on cfg->device.  On the CPU
+ * the weights are read at each call, so a policy updated in place is sampled from at once; on
+ * a CUDA device they are copied there whenever she_rollout_generate gets another
+ * policy_version than the call before (so a policy updated in place must come with a new
+ * version, as policy_watch.h and the trainers give).  Needs the SFT special tokens in tok and
  * policy->cfg.max_position_embeddings >= max_prompt_tokens + max_new_tokens.  On failure
- * returns SHE_ERR_INVALID / SHE_ERR_FORMAT / SHE_ERR_NOMEM with *out = NULL.  Free with
+ * returns SHE_ERR_INVALID / SHE_ERR_FORMAT / SHE_ERR_NOMEM, SHE_ERR_CONFIG / SHE_ERR_NOT_FOUND
+ * for a malformed or absent device, SHE_ERR_CUDA, with *out = NULL.  Free with
  * she_rollout_free (NULL allowed). */
 she_err_t she_rollout_new(const she_model_t *policy, const she_tokenizer_t *tok,
                           const she_rollout_config_t *cfg, int max_prompts, she_rollout_t **out,

@@ -395,24 +395,21 @@ double she_sft_loss(const float *logp, const int32_t *targets, int n, float *dlo
     return she_sft_loss_weighted(logp, targets, NULL, n, dlogp);
 }
 
-she_err_t she_sft_eval_loss(she_model_t *m, she_sft_batch_t *b, double *loss, char *errstr,
+she_err_t she_sft_eval_loss(she_engine_t *e, she_sft_batch_t *b, double *loss, char *errstr,
                             size_t errstr_size) {
-    SHE_TRY(she_model_forward(m, b->tokens, b->mask, b->targets, b->B, b->T, 1.0f, b->logp, NULL,
-                              errstr, errstr_size));
+    SHE_TRY(she_engine_forward(e, b->tokens, b->mask, b->targets, b->B, b->T, 1.0f, b->logp, NULL,
+                               errstr, errstr_size));
     *loss = she_sft_loss(b->logp, b->targets, b->B * b->T, NULL);
     return SHE_OK;
 }
 
-she_err_t she_sft_train_step(she_model_t *m, she_adamw_t *opt, const she_adamw_config_t *hp,
-                             float lr, float clip, she_sft_batch_t *b, double *loss,
-                             float *grad_norm, char *errstr, size_t errstr_size) {
-    she_model_zero_grad(m);
-    SHE_TRY(she_model_forward(m, b->tokens, b->mask, b->targets, b->B, b->T, 1.0f, b->logp, NULL,
-                              errstr, errstr_size));
+she_err_t she_sft_train_step(she_engine_t *e, const she_adamw_config_t *hp, float lr,
+                             float clip, she_sft_batch_t *b, double *loss, float *grad_norm,
+                             char *errstr, size_t errstr_size) {
+    SHE_TRY(she_engine_zero_grad(e, errstr, errstr_size));
+    SHE_TRY(she_engine_forward(e, b->tokens, b->mask, b->targets, b->B, b->T, 1.0f, b->logp, NULL,
+                               errstr, errstr_size));
     *loss = she_sft_loss_weighted(b->logp, b->targets, b->weight, b->B * b->T, b->dlogp);
-    she_model_backward(m, b->dlogp, NULL);
-    float gn = she_model_adamw_step(m, opt, hp, lr, 1.0f, clip);
-    if (grad_norm)
-        *grad_norm = gn;
-    return SHE_OK;
+    SHE_TRY(she_engine_backward(e, b->dlogp, NULL, errstr, errstr_size));
+    return she_engine_adamw_step(e, hp, lr, 1.0f, clip, grad_norm, errstr, errstr_size);
 }

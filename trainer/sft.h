@@ -29,6 +29,7 @@
 #include <stdint.h>
 
 #include "cot.h"
+#include "engine.h"
 #include "error.h"
 #include "lexicon.h"
 #include "model.h"
@@ -140,16 +141,17 @@ double she_sft_loss(const float *logp, const int32_t *targets, int n, float *dlo
 double she_sft_loss_weighted(const float *logp, const int32_t *targets, const float *weight,
                              int n, float *dlogp);
 
-/* The unweighted loss of the filled batch without training (validation).  SHE_ERR_INVALID from the
- * forward (a batch larger than the model reserved). */
-she_err_t she_sft_eval_loss(she_model_t *m, she_sft_batch_t *b, double *loss, char *errstr,
+/* The unweighted loss of the filled batch without training (validation), on engine e's device.
+ * SHE_ERR_INVALID from the forward (a batch larger than the model reserved), SHE_ERR_CUDA. */
+she_err_t she_sft_eval_loss(she_engine_t *e, she_sft_batch_t *b, double *loss, char *errstr,
                             size_t errstr_size);
 
-/* One optimizer step on the filled batch: zero grads, forward, weighted loss, backward, AdamW at lr
- * with global-norm clipping to clip.  *loss gets the batch loss before the step, *grad_norm
- * (may be NULL) the gradient norm before clipping. */
-she_err_t she_sft_train_step(she_model_t *m, she_adamw_t *opt, const she_adamw_config_t *hp,
-                             float lr, float clip, she_sft_batch_t *b, double *loss,
-                             float *grad_norm, char *errstr, size_t errstr_size);
+/* One optimizer step on the filled batch on engine e (which must hold the AdamW state): zero
+ * grads, forward, weighted loss, backward, AdamW at lr with global-norm clipping to clip.
+ * *loss gets the batch loss before the step, *grad_norm (may be NULL) the gradient norm before
+ * clipping.  On the CPU engine this is bit-for-bit the model.h sequence (exact resume). */
+she_err_t she_sft_train_step(she_engine_t *e, const she_adamw_config_t *hp, float lr,
+                             float clip, she_sft_batch_t *b, double *loss, float *grad_norm,
+                             char *errstr, size_t errstr_size);
 
 #endif

@@ -7,7 +7,11 @@
  * the parameters, AdamW's moments and step, the tokenizer and trainer_state.json (step, best so
  * far); the engine has no other random state.  So N steps in one run and N/2 + N/2 across a
  * restart give bit-identical parameters (tests/test_sft.c checks it), given the same data,
- * options and thread count. */
+ * options and thread count.
+ *
+ * --device cuda[:N] runs the steps, the validation loss and the judging on that device
+ * (core/engine.h); the host copy of the model and AdamW's state is refreshed from the device
+ * before every checkpoint, so checkpoints and resume are the same on either device. */
 #include <errno.h>
 #include <jansson.h>
 #include <math.h>
@@ -24,6 +28,7 @@
 #include "cmd.h"
 #include "commands.h"
 #include "dataset.h"
+#include "engine.h"
 #include "signals.h"
 #include "trainer/eval.h"
 #include "trainer/judge.h"
@@ -100,6 +105,9 @@ static const she_conf_def_t sft_defs[] = {
     {"sft.eval.max.prompt", SHE_CONF_INT, "128", "prompt tokens when judging", 2, 4096, NULL,
      NULL},
     {"sft.eval.max.new", SHE_CONF_INT, "128", "answer tokens when judging", 1, 4096, NULL, NULL},
+    {"sft.device", SHE_CONF_STR, "cpu",
+     "where training and validation run: cpu, cuda or cuda:N (checkpoints are the same)", 0, 0,
+     NULL, "device"},
     {"sft.log.every", SHE_CONF_INT, "20", "steps between log lines (train_log.jsonl, and the "
      "progress line when stderr is not a terminal)", 1, 1e9, NULL, "log-every"},
     {NULL, 0, NULL, NULL, 0, 0, NULL, NULL},
@@ -115,8 +123,10 @@ typedef struct run {
     she_dataset_t *train, *val;      /* split by query */
     she_tokenizer_t *tok;
     she_sft_special_t sp;
-    she_model_t *m;
+    she_model_t *m;                  /* the host copy: checkpoints are written from it */
     she_adamw_t *opt;
+    she_device_t dev;
+    she_engine_t *eng;               /* m and opt on dev: every step and validation */
     she_adamw_config_t hp;
     she_lr_schedule_t sched;
     float clip;
@@ -210,6 +220,7 @@ static she_err_t write_state(const run_t *r, const char *dir, char *errstr, size
 static she_err_t save_ckpt(const run_t *r, const char *final_dir, int with_opt, char *errstr,
                            size_t errstr_size) {
     char tmp[4200], path[4300];
+    SHE_TRY(she_engine_download(r->eng, errstr, errstr_size));
     SHE_TRY(she_ckptdir_begin(final_dir, tmp, sizeof(tmp), errstr, errstr_size));
     she_err_t err = she_model_write_files(r->m, with_opt ? r->opt : NULL, tmp, errstr,
                                           errstr_size);
@@ -282,7 +293,7 @@ static she_err_t validate(run_t *r, val_result_t *vr, char *errstr, size_t errst
             idx[k] = i + k;
         she_sft_batch_fill(r->batch, r->eval_set, idx, b, r->sp.pad);
         double l;
-        SHE_TRY(she_sft_eval_loss(r->m, r->batch, &l, errstr, errstr_size));
+        SHE_TRY(she_sft_eval_loss(r->eng, r->batch, &l, errstr, errstr_size));
         sum += l * (double)r->batch->n_targets;
         cnt += r->batch->n_targets;
     }
@@ -432,6 +443,7 @@ static void run_free(run_t *r) {
     she_dataset_free(r->eval_ds);
     she_tokenizer_free(r->tok);
     she_judge_free(r->judge);
+    she_engine_free(r->eng);
     she_model_free(r->m);
     she_adamw_free(r->opt);
     she_sft_set_free(r->train_set);
@@ -476,9 +488,12 @@ static she_err_t setup(run_t *r, char *errstr, size_t errstr_size) {
     }
     SHE_TRY(make_model(r, resume, errstr, errstr_size));
     SHE_TRY(she_sft_special_ids(r->tok, &r->sp, errstr, errstr_size));
-    she_log_info(r->lg, "policy: %s, %d layers, hidden %d, vocab %d, %.2fM parameters",
+    SHE_TRY(she_engine_new(r->m, r->opt, &r->dev, &r->eng, errstr, errstr_size));
+    char dev_name[SHE_DEVICE_NAME_MAX];
+    she_device_name(&r->dev, dev_name, sizeof(dev_name));
+    she_log_info(r->lg, "policy: %s, %d layers, hidden %d, vocab %d, %.2fM parameters, on %s",
                  r->m->cfg.model_type, r->m->cfg.n_layers, r->m->cfg.hidden_size,
-                 r->m->cfg.vocab_size, (double)r->m->n_params / 1e6);
+                 r->m->cfg.vocab_size, (double)r->m->n_params / 1e6, dev_name);
 
     double t0 = she_now_s();
     r->train_set = she_sft_set_build(r->tok, r->train->samples, (int)r->train->n, r->brands,
@@ -531,7 +546,7 @@ static she_err_t setup(run_t *r, char *errstr, size_t errstr_size) {
         jo.max_batch = (int)she_conf_get_int(c, "sft.eval.batch");
         jo.max_prompt = (int)she_conf_get_int(c, "sft.eval.max.prompt");
         jo.max_new_tokens = (int)she_conf_get_int(c, "sft.eval.max.new");
-        SHE_TRY(she_judge_new(r->m, r->tok, &jo, &r->judge, errstr, errstr_size));
+        SHE_TRY(she_judge_new_engine(r->eng, r->tok, &jo, &r->judge, errstr, errstr_size));
         r->eval_res = calloc(r->eval_ds->n, sizeof(she_judge_result_t));
         r->eval_rows = calloc(r->eval_ds->n, sizeof(she_eval_row_t));
         SHE_CHECK_ALLOC(r->eval_res);
@@ -610,7 +625,7 @@ static she_err_t train(run_t *r, char *errstr, size_t errstr_size) {
         float lr = she_lr_at(&r->sched, r->step);
         double loss, t0 = she_now_s();
         float gn;
-        err = she_sft_train_step(r->m, r->opt, &r->hp, lr, r->clip, r->batch, &loss, &gn, errstr,
+        err = she_sft_train_step(r->eng, &r->hp, lr, r->clip, r->batch, &loss, &gn, errstr,
                                  errstr_size);
         if (err != SHE_OK)
             break;
@@ -708,7 +723,11 @@ int she_cmd_train_sft(int argc, char **argv, char **envp) {
     r.seq = (int)she_conf_get_int(env.conf, "sft.seq");
     r.seed = (uint64_t)she_conf_get_int(env.conf, "sft.seed");
     she_signals_install();
-    she_err_t err = setup(&r, errstr, sizeof(errstr));
+    /* the device first: a wrong --device fails before the data is read */
+    she_err_t err = she_device_select(she_conf_get(env.conf, "sft.device"), &r.dev, errstr,
+                                      sizeof(errstr));
+    if (err == SHE_OK)
+        err = setup(&r, errstr, sizeof(errstr));
     if (err == SHE_OK)
         err = train(&r, errstr, sizeof(errstr));
     run_free(&r);

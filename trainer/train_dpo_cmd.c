@@ -7,7 +7,10 @@
  * the truth; prompts the policy gets entirely right give no pair); score both under the frozen
  * SFT policy; then train on the DPO loss (trainer/dpo.h).  OUT/last is resumable (model,
  * optimizer, tokenizer, trainer_state.json); OUT/train_log.jsonl logs each step.  The pairs are
- * rebuilt on resume (pure functions of the data, the seed and the SFT checkpoint). */
+ * rebuilt on resume (pure functions of the data, the seed and the SFT checkpoint).
+ *
+ * --device cuda[:N] (core/engine.h) samples, scores the reference and trains on that device;
+ * the host copy of the policy and AdamW's state is refreshed before every checkpoint. */
 #include <errno.h>
 #include <jansson.h>
 #include <stdio.h>
@@ -22,6 +25,7 @@
 #include "cmd.h"
 #include "commands.h"
 #include "dataset.h"
+#include "engine.h"
 #include "signals.h"
 #include "trainer/dpo.h"
 #include "trainer/rm.h"
@@ -65,6 +69,9 @@ static const she_conf_def_t dpo_defs[] = {
     {"dpo.seed", SHE_CONF_INT, "1", "seed of the subset, the samples and the data order", 0,
      9007199254740991.0, NULL, "seed"},
     {"dpo.save.every", SHE_CONF_INT, "50", "save OUT/last every N steps", 1, 1e12, NULL, NULL},
+    {"dpo.device", SHE_CONF_STR, "cpu",
+     "where sampling, the reference and the steps run: cpu, cuda or cuda:N", 0, 0, NULL,
+     "device"},
     {NULL, 0, NULL, NULL, 0, 0, NULL, NULL},
 };
 
@@ -79,8 +86,10 @@ typedef struct dpo_run {
     she_dataset_t *train;
     she_tokenizer_t *tok;
     she_sft_special_t sp;
-    she_model_t *m, *ref;
+    she_model_t *m, *ref;  /* host copies */
     she_adamw_t *opt;
+    she_device_t dev;
+    she_engine_t *eng, *ref_eng; /* m (with opt) and ref on dev */
     she_dpo_set_t pairs;
     long long step;
     uint64_t seed;
@@ -88,6 +97,7 @@ typedef struct dpo_run {
 
 static she_err_t save_last(const dpo_run_t *r, char *errstr, size_t errstr_size) {
     char tmp[4200], path[4300];
+    SHE_TRY(she_engine_download(r->eng, errstr, errstr_size));
     SHE_TRY(she_ckptdir_begin(r->last_dir, tmp, sizeof(tmp), errstr, errstr_size));
     she_err_t err = she_model_write_files(r->m, r->opt, tmp, errstr, errstr_size);
     snprintf(path, sizeof(path), "%s/tokenizer.json", tmp);
@@ -159,6 +169,7 @@ static she_err_t build_pairs(dpo_run_t *r, char *errstr, size_t errstr_size) {
     rc.top_k = 0;
     rc.max_prompt_tokens = max_prompt;
     rc.max_new_tokens = max_new;
+    rc.device = she_conf_get(c, "dpo.device");
     int per = 64 / K > 0 ? 64 / K : 1;
     she_rollout_t *ro = NULL;
     she_err_t err = she_rollout_new(r->ref, r->tok, &rc, per, &ro, errstr, errstr_size);
@@ -225,7 +236,7 @@ static she_err_t build_pairs(dpo_run_t *r, char *errstr, size_t errstr_size) {
         return she_errf(SHE_ERR_INVALID, errstr, errstr_size,
                         "no DPO pair: no sampled chain was wrong, or no teacher chain fits "
                         "--max-new");
-    return she_dpo_ref_logps(r->ref, &r->pairs, (int)she_conf_get_int(c, "dpo.micro.batch"),
+    return she_dpo_ref_logps(r->ref_eng, &r->pairs, (int)she_conf_get_int(c, "dpo.micro.batch"),
                              errstr, errstr_size);
 }
 
@@ -272,7 +283,7 @@ static she_err_t train(dpo_run_t *r, char *errstr, size_t errstr_size) {
         she_dpo_stats_t st;
         float gn;
         float lr_now = she_lr_at(&sched, r->step);
-        err = she_dpo_step(r->m, r->opt, &hp, lr_now, 1.0f, beta, &r->pairs, idx, P, mb, &st, &gn,
+        err = she_dpo_step(r->eng, &hp, lr_now, 1.0f, beta, &r->pairs, idx, P, mb, &st, &gn,
                            errstr, errstr_size);
         if (err != SHE_OK)
             break;
@@ -339,6 +350,8 @@ static she_err_t setup(dpo_run_t *r, char *errstr, size_t errstr_size) {
     if (!r->opt)
         r->opt = she_adamw_new(r->m->n_params);
     SHE_TRY(she_model_load(init, mb, seq, &r->ref, NULL, errstr, errstr_size));
+    SHE_TRY(she_engine_new(r->m, r->opt, &r->dev, &r->eng, errstr, errstr_size));
+    SHE_TRY(she_engine_new(r->ref, NULL, &r->dev, &r->ref_eng, errstr, errstr_size));
     if (resume) {
         snprintf(path, sizeof(path), "%s/trainer_state.json", r->last_dir);
         json_error_t je;
@@ -383,12 +396,18 @@ int she_cmd_train_dpo(int argc, char **argv, char **envp) {
     }
     r.seed = (uint64_t)she_conf_get_int(env.conf, "dpo.seed");
     she_signals_install();
-    she_err_t err = setup(&r, errstr, sizeof(errstr));
+    /* the device first: a wrong --device fails before the data is read */
+    she_err_t err = she_device_select(she_conf_get(env.conf, "dpo.device"), &r.dev, errstr,
+                                      sizeof(errstr));
+    if (err == SHE_OK)
+        err = setup(&r, errstr, sizeof(errstr));
     if (err == SHE_OK)
         err = train(&r, errstr, sizeof(errstr));
     she_lexicon_free(r.brands);
     she_lexicon_free(r.materials);
     she_dataset_free(r.train);
+    she_engine_free(r.eng);
+    she_engine_free(r.ref_eng);
     she_model_free(r.m);
     she_model_free(r.ref);
     she_adamw_free(r.opt);

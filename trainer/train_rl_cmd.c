@@ -17,6 +17,9 @@
  * checkpoint; the engine is deterministic for a thread count.  So N steps in one run equal
  * N/2 + N/2 across a restart (tests/test_train_rl_cli.sh checks it).
  *
+ * --device cuda[:N] generates the rollouts on that device (trainer/rollout.h copies the policy
+ * there after each update); the updates (trainer/learner.h) and the reward model stay on the CPU.
+ *
  * Not here: evaluation (`she evaluate --split val` on OUT/last with the same split options),
  * the algorithm (trainer/). */
 #include <errno.h>
@@ -34,6 +37,7 @@
 #include "cmd.h"
 #include "commands.h"
 #include "dataset.h"
+#include "engine.h"
 #include "signals.h"
 #include "trainer/learner.h"
 #include "trainer/reward.h"
@@ -131,6 +135,9 @@ static const she_conf_def_t rl_defs[] = {
      NULL, NULL},
     {"rl.save.every", SHE_CONF_INT, "25", "save OUT/last every N steps (and at the end)", 1, 1e12,
      NULL, "save-every"},
+    {"rl.device", SHE_CONF_STR, "cpu",
+     "where the rollouts are generated: cpu, cuda or cuda:N (the updates and the reward model "
+     "stay on the CPU)", 0, 0, NULL, "device"},
     {NULL, 0, NULL, NULL, 0, 0, NULL, NULL},
 };
 
@@ -490,6 +497,7 @@ static she_err_t load_models(rl_run_t *r, int resume, char *errstr, size_t errst
     ro.top_k = (int)she_conf_get_int(c, "rl.top.k");
     ro.max_new_tokens = (int)she_conf_get_int(c, "rl.max.new");
     ro.max_prompt_tokens = (int)she_conf_get_int(c, "rl.max.prompt");
+    ro.device = she_conf_get(c, "rl.device");
     SHE_TRY(she_rollout_new(r->policy, r->tok, &ro, r->P, &r->ro, errstr, errstr_size));
     SHE_TRY(she_learner_new(r->policy, r->opt, r->ref, &r->lc, &r->ln, errstr, errstr_size));
     return SHE_OK;
@@ -536,6 +544,7 @@ static she_err_t measure_pool(rl_run_t *r, int G_off, int reject, int rm_select,
     rc.top_k = (int)she_conf_get_int(r->conf, "rl.top.k");
     rc.max_new_tokens = (int)she_conf_get_int(r->conf, "rl.max.new");
     rc.max_prompt_tokens = (int)she_conf_get_int(r->conf, "rl.max.prompt");
+    rc.device = she_conf_get(r->conf, "rl.device");
     int per = r->P * r->G / G_off > 0 ? r->P * r->G / G_off : 1;
     SHE_TRY(she_rollout_new(r->policy, r->tok, &rc, per, &ro, errstr, errstr_size));
     uint8_t *pass = malloc((size_t)r->n_pool * G_off);
@@ -1004,7 +1013,11 @@ int she_cmd_train_rl(int argc, char **argv, char **envp) {
                                   .warmup_steps = she_conf_get_int(c, "rl.warmup"),
                                   .total_steps = r.total_steps};
     she_signals_install();
-    she_err_t err = setup(&r, errstr, sizeof(errstr));
+    /* the device first: a wrong --device fails before the data is read */
+    she_device_t dev;
+    she_err_t err = she_device_select(she_conf_get(c, "rl.device"), &dev, errstr, sizeof(errstr));
+    if (err == SHE_OK)
+        err = setup(&r, errstr, sizeof(errstr));
     if (err == SHE_OK)
         err = train(&r, errstr, sizeof(errstr));
     run_free(&r);

@@ -12,7 +12,11 @@
  * OUT/last is the reward model (model, optimizer, tokenizer, trainer_state.json with the stage
  * and step), saved atomically and resumed from; OUT/train_log.jsonl logs the steps and
  * OUT/rm_eval.json the accuracies.  The examples are rebuilt on resume (pure functions of the
- * data, the seeds and the init checkpoint). */
+ * data, the seeds and the init checkpoint).
+ *
+ * --device cuda[:N] (core/engine.h) runs the SFT steps (the host copy refreshed before every
+ * checkpoint and at the end of the stage) and all sampling on that device; the GRPO updates
+ * (trainer/learner.h) and the verdict scoring (trainer/rm.h reads raw logits) stay on the CPU. */
 #include <errno.h>
 #include <jansson.h>
 #include <math.h>
@@ -28,7 +32,7 @@
 #include "cmd.h"
 #include "commands.h"
 #include "dataset.h"
-#include "sampler.h"
+#include "engine.h"
 #include "signals.h"
 #include "trainer/learner.h"
 #include "trainer/rm.h"
@@ -79,6 +83,9 @@ static const she_conf_def_t rm_defs[] = {
     {"rm.seed", SHE_CONF_INT, "1", "seed of the subsets, corruptions and data order", 0,
      9007199254740991.0, NULL, "seed"},
     {"rm.save.every", SHE_CONF_INT, "200", "save OUT/last every N steps", 1, 1e12, NULL, NULL},
+    {"rm.device", SHE_CONF_STR, "cpu",
+     "where the SFT steps and all sampling run: cpu, cuda or cuda:N (the GRPO updates and the "
+     "verdict scoring stay on the CPU)", 0, 0, NULL, "device"},
     {NULL, 0, NULL, NULL, 0, 0, NULL, NULL},
 };
 
@@ -91,8 +98,9 @@ typedef struct rm_run {
     she_dataset_t *train, *val;  /* the subsets examples are built from */
     she_tokenizer_t *tok;
     she_sft_special_t sp;
-    she_model_t *m;
+    she_model_t *m;          /* the host copy: checkpoints are written from it */
     she_adamw_t *opt;
+    she_device_t dev;
     she_rm_config_t rc;
     she_rm_examples_t ex_train, ex_val;
     uint64_t seed;
@@ -186,6 +194,7 @@ static she_err_t build_examples(rm_run_t *r, she_model_t *policy, const she_data
         rc.top_k = 0;
         rc.max_prompt_tokens = r->rc.max_prompt;
         rc.max_new_tokens = 96;
+        rc.device = she_conf_get(r->conf, "rm.device");
         int per = 64 / K > 0 ? 64 / K : 1;
         she_rollout_t *ro = NULL;
         err = she_rollout_new(policy, r->tok, &rc, per, &ro, errstr, errstr_size);
@@ -330,6 +339,13 @@ static she_err_t train_sft(rm_run_t *r, char *errstr, size_t errstr_size) {
     she_adamw_config_t hp = she_adamw_defaults();
     hp.beta2 = 0.95f;
     hp.weight_decay = 0.1f;
+    /* the stage's device copy: downloaded before each save and at the end of the stage */
+    she_engine_t *eng = NULL;
+    she_err_t err = she_engine_new(r->m, r->opt, &r->dev, &eng, errstr, errstr_size);
+    if (err != SHE_OK) {
+        she_sft_set_free(set);
+        return err;
+    }
     she_sft_batch_t *batch = she_sft_batch_new(B, she_rm_max_seq(&r->rc));
     int *order = malloc(sizeof(int) * set->n), *idx = malloc(sizeof(int) * B);
     SHE_CHECK_ALLOC(order);
@@ -338,7 +354,6 @@ static she_err_t train_sft(rm_run_t *r, char *errstr, size_t errstr_size) {
     int tty = isatty(2);
     double t0 = she_now_s(), loss_win = 0;
     int win = 0;
-    she_err_t err = SHE_OK;
     while (r->step < total && !she_signals_stop_requested()) {
         /* sequence k of the run: position k % n of the epoch k / n's seeded order */
         for (int b = 0; b < B; b++) {
@@ -357,7 +372,7 @@ static she_err_t train_sft(rm_run_t *r, char *errstr, size_t errstr_size) {
         double loss;
         float gn;
         float lr_now = she_lr_at(&sched, r->step);
-        err = she_sft_train_step(r->m, r->opt, &hp, lr_now, 1.0f, batch, &loss, &gn, errstr,
+        err = she_sft_train_step(eng, &hp, lr_now, 1.0f, batch, &loss, &gn, errstr,
                                  errstr_size);
         if (err != SHE_OK)
             break;
@@ -376,17 +391,22 @@ static she_err_t train_sft(rm_run_t *r, char *errstr, size_t errstr_size) {
             win = 0;
         }
         if (r->step % save_every == 0 && r->step < total) {
-            err = save_last(r, errstr, errstr_size);
+            err = she_engine_download(eng, errstr, errstr_size);
+            if (err == SHE_OK)
+                err = save_last(r, errstr, errstr_size);
             if (err != SHE_OK)
                 break;
         }
     }
     if (tty)
         fputc('\n', stderr);
+    if (err == SHE_OK)
+        err = she_engine_download(eng, errstr, errstr_size);
     free(order);
     free(idx);
     she_sft_batch_free(batch);
     she_sft_set_free(set);
+    she_engine_free(eng);
     return err;
 }
 
@@ -430,11 +450,15 @@ static she_err_t train_grpo(rm_run_t *r, char *errstr, size_t errstr_size) {
     she_log_info(r->lg, "GRPO refinement on %d hard cases of %d training examples", n_hard,
                  n_pool);
     int max_q = r->rc.max_prompt + r->rc.max_chain, max_new = r->rc.max_justify + SHE_RM_VERDICT_MAX;
-    she_sampler_t *smp = NULL;
+    /* sampling on the device; the learner updates the host copy, uploaded before each sampling */
+    she_engine_t *eng = NULL;
+    she_engine_sampler_t *smp = NULL;
     she_model_t *ref = NULL;
     she_learner_t *ln = NULL;
     if (err == SHE_OK)
-        err = she_sampler_new(r->m, P * G, max_q + max_new, &smp, errstr, errstr_size);
+        err = she_engine_new(r->m, NULL, &r->dev, &eng, errstr, errstr_size);
+    if (err == SHE_OK)
+        err = she_engine_sampler_new(eng, P * G, max_q + max_new, &smp, errstr, errstr_size);
     she_learner_config_t lc = she_learner_defaults();
     lc.temperature = 1.0f;
     lc.loss.kl_beta = 0.0f; /* the reward keeps it honest; no second copy of the model */
@@ -482,9 +506,11 @@ static she_err_t train_grpo(rm_run_t *r, char *errstr, size_t errstr_size) {
         }
         if (n == 0)
             break;
-        err = she_sampler_generate(smp, rows, rowlen, n * G, &sp, mix2(r->seed, 0x9e0000u +
-                                   (uint64_t)r->step), out, lp, NULL, olen, NULL, errstr,
-                                   errstr_size);
+        err = she_engine_upload(eng, errstr, errstr_size);
+        if (err == SHE_OK)
+            err = she_engine_generate(smp, rows, rowlen, n * G, &sp,
+                                      mix2(r->seed, 0x9e0000u + (uint64_t)r->step), out, lp, NULL,
+                                      olen, NULL, errstr, errstr_size);
         if (err != SHE_OK)
             break;
         she_response_t *resp = calloc((size_t)n * G, sizeof(*resp));
@@ -545,7 +571,8 @@ static she_err_t train_grpo(rm_run_t *r, char *errstr, size_t errstr_size) {
     free(rows);
     free(pool);
     she_learner_free(ln);
-    she_sampler_free(smp);
+    she_engine_sampler_free(smp);
+    she_engine_free(eng);
     return err;
 }
 
@@ -701,7 +728,11 @@ int she_cmd_train_rm(int argc, char **argv, char **envp) {
     }
     r.seed = (uint64_t)she_conf_get_int(env.conf, "rm.seed");
     she_signals_install();
-    she_err_t err = setup(&r, errstr, sizeof(errstr));
+    /* the device first: a wrong --device fails before the data is read */
+    she_err_t err = she_device_select(she_conf_get(env.conf, "rm.device"), &r.dev, errstr,
+                                      sizeof(errstr));
+    if (err == SHE_OK)
+        err = setup(&r, errstr, sizeof(errstr));
     if (err == SHE_OK)
         err = run(&r, errstr, sizeof(errstr));
     she_lexicon_free(r.brands);

@@ -81,5 +81,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
                she_msg_clear_dead_letter);
     ROUND_TRIP(she_deployment_event_t, she_msg_decode_deployment_event,
                she_msg_encode_deployment_event, she_msg_clear_deployment_event);
+    ROUND_TRIP(she_evaluation_record_t, she_msg_decode_evaluation, she_msg_encode_evaluation,
+               she_msg_clear_evaluation);
     return 0;
 }

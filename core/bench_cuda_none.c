@@ -1,0 +1,11 @@
+/* bench_cuda_none.c -- bench.h's cuBLAS reference for builds without CUDA (SHE_CUDA=OFF or no
+ * nvcc found); with CUDA, bench_cuda.cu defines it instead (the guard keeps one source glob). */
+#ifndef SHE_HAVE_CUDA
+#include "bench.h"
+
+she_err_t she_bench_cublas_gflops(const she_model_config_t *cfg, int device, int rows, int reps,
+                                  int tf32, double *gflops, char *errstr, size_t errstr_size) {
+    (void)cfg, (void)device, (void)rows, (void)reps, (void)tf32, (void)gflops;
+    return she_errf(SHE_ERR_UNSUPPORTED, errstr, errstr_size, "built without CUDA");
+}
+#endif
