@@ -161,6 +161,10 @@ def main():
     ap.add_argument("--syn-lr", required=True)
     ap.add_argument("--hd-class-weight", required=True)
     ap.add_argument("--hd-step-weights", required=True)
+    ap.add_argument("--hd-model", required=True)
+    ap.add_argument("--syn-model", required=True)
+    ap.add_argument("--warmup", type=int, required=True)
+    ap.add_argument("--eval-every", type=int, required=True)
     a = ap.parse_args()
 
     hd = load_json(os.path.join(a.reports, "sft_homedepot.json"))
@@ -183,7 +187,7 @@ def main():
     md.append("Written by `scripts/sft_report.sh` (this file by `scripts/sft_report.py`). "
               "Re-run with `scripts/sft_report.sh` from the repository root after building "
               "`build/she`; stages whose outputs exist are skipped, so delete "
-              "`out/sft-report/` and `reports/sft_*.json` to redo everything.\n")
+              f"`{os.path.relpath(a.work)}/` and `reports/sft_*.json` to redo everything.\n")
 
     # the bars
     md.append("## Acceptance bars\n")
@@ -217,15 +221,18 @@ def main():
     seqs = grep_log(a.work, "hd_train", r"(\d+) training sequences in .*?: (\d+) tokens \((\d+) "
                                         r"answer\), mean ([\d.]+)")
     split = grep_log(a.work, "hd_train", r"(\d+) training rows, (\d+) validation rows")
-    md.append("- Policy: preset `small` (llama, 4 layers, hidden 256, 4 heads / 2 KV heads, "
-              "SwiGLU 768, tied embeddings, 4.2M parameters), trained from scratch; byte-level "
+    arch = grep_log(a.work, "hd_train", r"policy: (.*?) \(sft_cmd")
+    syn_arch = grep_log(a.work, "syn_train", r"policy: (.*?) \(sft_cmd")
+    md.append(f"- Policy: preset `{a.hd_model}` on Home Depot"
+              f"{f' ({arch.group(1)})' if arch else ''}, preset `{a.syn_model}` on synthetic data"
+              f"{f' ({syn_arch.group(1)})' if syn_arch else ''}; trained from scratch; byte-level "
               f"BPE tokenizer trained on the training prompts and teacher chains"
               f"{f' ({tok.group(1)} ids)' if tok else ''}.")
     md.append(f"- SFT: batch {a.batch}, max sequence {a.seq} tokens (prompt = `<|bos|>` + "
               "query / title / catalogue attributes, the item text cut to fit, never the "
               "answer), answer = the five-step teacher chain + `<|eos|>`, loss = mean NLL of the "
               "answer tokens (prompt masked); AdamW (beta2 0.95, weight decay 0.1 on matrices), "
-              "clip 1.0, 100 warm-up steps then cosine to 10% of the peak; batches bucketed by "
+              f"clip 1.0, {a.warmup} warm-up steps then cosine to 10% of the peak; batches bucketed by "
               "length within windows of 32 batches (less padding).")
     md.append(f"- Home Depot: `train.csv` split by query (`she_dataset_split_by_query`, "
               f"validation = 15% of queries, split seed 1)"
@@ -234,22 +241,21 @@ def main():
               "(each sequence weighs (1 / share of its grade)^w in the loss, mean weight 1), "
               f"step weights {a.hd_step_weights} (answer tokens of chain steps 1..5)"
               f"{f' (~{a.hd_steps * a.batch / int(seqs.group(1)):.2f} epochs; mean sequence {seqs.group(4)} tokens)' if seqs else ''}"
-              "; validation every 500 steps on 512 validation rows (greedy), best by macro F1 "
+              f"; validation every {a.eval_every} steps on 512 validation rows (greedy), best by macro F1 "
               "kept. Teacher chains by label decomposition with the brand / material lexicons "
               "(trainer/COT_FORMAT.md).")
     md.append(f"- Synthetic: `she gen-data --n {a.syn_n} --seed 1`, same split; {a.syn_steps} "
-              f"steps at peak lr {a.syn_lr}; teacher chains from the generator's step ground "
+              f"steps at peak lr {a.syn_lr}, validation every {a.eval_every} steps; teacher chains from the generator's step ground "
               f"truth; evaluated on the first {a.syn_eval_limit} rows of the validation split.")
     md.append("- Baselines (same rows): majority class and the lexical overlap rule, both fitted "
               "on the training side of the same split.")
     if t:
         md.append("- Wall-clock per stage (s): " +
                   ", ".join(f"{k} {v}" for k, v in t.items()) +
-                  f"; total {sum(t.values())} s, measured on a shared 2-core machine with other "
-                  "workers running (load average at times above 100, and the job was paused for "
-                  "a while by another worker's benchmark), so slower than a quiet machine; the "
-                  "sizes were planned with the quiet-machine figures (~5,000-6,000 training "
-                  "tokens/s; generation at batch 64 measured below) to fit 45 minutes.")
+                  f"; total {sum(t.values())} s on a 2-core machine shared with other jobs "
+                  "(builds and tests of other work ran at the same time, so a quiet machine is "
+                  "faster; the best 50-step training throughput below is the quiet-machine "
+                  "rate).")
     md.append("")
 
     md.append("### Commands\n")
