@@ -43,6 +43,7 @@
 #include "messages.h"
 #include "model.h"
 #include "policy_watch.h"
+#include "proc.h"
 #include "test.h"
 #include "tokenizer.h"
 
@@ -51,90 +52,18 @@ static char dir[1024]; /* this case's scratch directory */
 static char bootstrap[256];
 static pid_t broker_pid = -1;
 
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
 /* ---- processes ---- */
 
-/* Starts `she ARGS...` (NULL-terminated) with output appended to dir/<log>.log. */
-static pid_t spawn(const char *log, const char *const *args) {
+/* Lines of dir/<name> containing needle. */
+static int log_lines(const char *name, const char *needle) {
     char path[1200];
-    snprintf(path, sizeof(path), "%s/%s.log", dir, log);
-    pid_t pid = fork();
-    if (pid == 0) {
-        prctl(PR_SET_PDEATHSIG, SIGKILL); /* a test killed by its timeout takes them along */
-        FILE *f = fopen(path, "a");
-        if (f) {
-            dup2(fileno(f), 1);
-            dup2(fileno(f), 2);
-        }
-        setenv("OMP_NUM_THREADS", "1", 1);
-        const char *argv[96];
-        int n = 0;
-        argv[n++] = she_bin;
-        for (int i = 0; args[i] && n < 95; i++)
-            argv[n++] = args[i];
-        argv[n] = NULL;
-        execv(she_bin, (char *const *)argv);
-        _exit(127);
-    }
-    return pid;
-}
-
-static int wait_exit(pid_t pid, double timeout_s) {
-    int status = -1;
-    for (double t0 = now_s(); now_s() - t0 < timeout_s; usleep(50000))
-        if (waitpid(pid, &status, WNOHANG) == pid)
-            return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-    kill(pid, SIGKILL);
-    waitpid(pid, &status, 0);
-    return -1;
-}
-
-static int stop(pid_t pid) {
-    if (pid <= 0)
-        return -1;
-    kill(pid, SIGTERM);
-    return wait_exit(pid, 30);
+    snprintf(path, sizeof(path), "%s/%s", dir, name);
+    return tp_count_lines(path, needle);
 }
 
 /* Runs `she ARGS...` to its end; its exit status. */
 static int run(const char *log, const char *const *args, double timeout_s) {
-    return wait_exit(spawn(log, args), timeout_s);
-}
-
-static int start_broker(void) {
-    char file[1200];
-    snprintf(file, sizeof(file), "%s/bootstrap", dir);
-    const char *args[] = {"broker", "--port", "0", "--bootstrap-file", file, NULL};
-    broker_pid = spawn("broker", args);
-    for (double t0 = now_s(); now_s() - t0 < 20; usleep(50000)) {
-        FILE *f = fopen(file, "r");
-        if (f && fgets(bootstrap, sizeof(bootstrap), f)) {
-            fclose(f);
-            bootstrap[strcspn(bootstrap, "\n")] = '\0';
-            return 0;
-        }
-        if (f)
-            fclose(f);
-    }
-    return -1;
-}
-
-/* Lines of dir/<name> containing needle. */
-static int count_lines(const char *name, const char *needle) {
-    char path[1200], line[16384];
-    snprintf(path, sizeof(path), "%s/%s", dir, name);
-    FILE *f = fopen(path, "r");
-    int n = 0;
-    while (f && fgets(line, sizeof(line), f))
-        n += strstr(line, needle) != NULL;
-    if (f)
-        fclose(f);
-    return n;
+    return tp_wait_exit(tp_spawn(she_bin, dir, log, args), timeout_s);
 }
 
 /* The number after `prefix` on the first line of dir/<name> holding it, waiting up to
@@ -142,7 +71,7 @@ static int count_lines(const char *name, const char *needle) {
 static int wait_number_in_log(const char *name, const char *prefix, double timeout_s) {
     char path[1200], line[16384];
     snprintf(path, sizeof(path), "%s/%s", dir, name);
-    for (double t0 = now_s(); now_s() - t0 < timeout_s; usleep(100000)) {
+    for (double t0 = she_now_s(); she_now_s() - t0 < timeout_s; usleep(100000)) {
         FILE *f = fopen(path, "r");
         while (f && fgets(line, sizeof(line), f)) {
             char *p = strstr(line, prefix);
@@ -346,7 +275,7 @@ static void tail_open(tail_t *t, const char *topic, int n_partitions) {
 
 /* Reads what has arrived, for up to timeout_s or until there are at least want messages. */
 static int tail_read(tail_t *t, int want, double timeout_s) {
-    for (double t0 = now_s(); t->n < want && now_s() - t0 < timeout_s;) {
+    for (double t0 = she_now_s(); t->n < want && she_now_s() - t0 < timeout_s;) {
         rd_kafka_message_t *m = rd_kafka_consumer_poll(t->rk, 200);
         if (!m)
             continue;
@@ -386,7 +315,7 @@ static pid_t she_evaluate_follow(const char *log, const char *data, const char *
     const char *args[] = {"evaluate", "--follow", "--data", data, "--lexicons", "",
                           "--limit", limit, "--batch", batch, "--bootstrap", bootstrap,
                           "--metrics", "127.0.0.1:0", NULL};
-    return spawn(log, args);
+    return tp_spawn(she_bin, dir, log, args);
 }
 
 static void test_follow(void) {
@@ -397,7 +326,7 @@ static void test_follow(void) {
     snprintf(v2, sizeof(v2), "%s/v2", dir);
     snprintf(bad, sizeof(bad), "%s/sft/best", dir);
     REQUIRE(perturbed_copy(v1, v2, 0.002f, 2) == 0);
-    REQUIRE(start_broker() == 0);
+    REQUIRE((broker_pid = tp_start_broker(she_bin, dir, bootstrap, sizeof(bootstrap))) > 0);
     she_avro_codec_t *ac = NULL;
     REQUIRE_OK(she_msg_codec_open(NULL, &ac, errstr, sizeof(errstr)));
     rd_kafka_t *rk = producer();
@@ -412,10 +341,10 @@ static void test_follow(void) {
     CHECK_MSG(tail_read(&t, 1, 90) == 1, "no evaluation of v1 within 90 s");
     /* refused: the announced hash is not the checkpoint's; then v2 */
     announce(rk, ac, 2, bad, "0000000000000000000000000000000000000000000000000000000000000000");
-    for (double t0 = now_s(); count_lines("evaluate.log", "refused checkpoint v2") == 0 &&
-                              now_s() - t0 < 30;)
+    for (double t0 = she_now_s(); log_lines("evaluate.log", "refused checkpoint v2") == 0 &&
+                              she_now_s() - t0 < 30;)
         usleep(100000);
-    CHECK_MSG(count_lines("evaluate.log", "refused checkpoint v2") == 1, "v2 not refused");
+    CHECK_MSG(log_lines("evaluate.log", "refused checkpoint v2") == 1, "v2 not refused");
     announce(rk, ac, 3, v2, NULL);
     CHECK_MSG(tail_read(&t, 2, 90) == 2, "no evaluation of v3 within 90 s");
     tail_read(&t, 3, 2); /* nothing else may follow */
@@ -478,7 +407,7 @@ static void test_follow(void) {
     tail_t dl;
     tail_open(&dl, "she.deadletter", 2);
     int found = 0;
-    for (double t0 = now_s(); !found && now_s() - t0 < 20;) {
+    for (double t0 = she_now_s(); !found && she_now_s() - t0 < 20;) {
         tail_read(&dl, dl.n + 1, 1);
         for (int i = 0; i < dl.n && !found; i++) {
             she_dead_letter_t d = {0};
@@ -492,8 +421,8 @@ static void test_follow(void) {
     CHECK_MSG(found, "the malformed announcement is not on she.deadletter");
     tail_close(&dl);
 
-    CHECK_EQ_INT(stop(ev), 0);
-    CHECK_EQ_INT(count_lines("evaluate.log", "stopping (SIGTERM)"), 1);
+    CHECK_EQ_INT(tp_stop(ev), 0);
+    CHECK_EQ_INT(log_lines("evaluate.log", "stopping (SIGTERM)"), 1);
     tail_close(&t);
     rd_kafka_destroy(rk);
     she_avro_codec_free(ac);
@@ -585,13 +514,13 @@ static pid_t start_canary(const char *log, int serve_port, int permissive) {
     for (size_t i = 0; permissive && i < sizeof(wide) / sizeof(*wide); i++)
         args[n++] = wide[i];
     args[n] = NULL;
-    return spawn(log, args);
+    return tp_spawn(she_bin, dir, log, args);
 }
 
 static void test_deploy(void) {
     char errstr[SHE_ERRSTR_SIZE], data[1200], v1[1200], v2[1200], v3[1200], v4[1200];
     char port_file[1200], out[65536];
-    double t_start = now_s();
+    double t_start = she_now_s();
     REQUIRE(train_policy(400) == 0);
     snprintf(data, sizeof(data), "%s/data.jsonl", dir);
     snprintf(v1, sizeof(v1), "%s/sft/last", dir);
@@ -601,8 +530,8 @@ static void test_deploy(void) {
     REQUIRE(perturbed_copy(v1, v2, 1.0f, 2) == 0);
     REQUIRE(perturbed_copy(v1, v3, 1e-4f, 3) == 0);
     REQUIRE(perturbed_copy(v1, v4, 1.0f, 4) == 0);
-    fprintf(stderr, "   policies ready after %.0f s\n", now_s() - t_start);
-    REQUIRE(start_broker() == 0);
+    fprintf(stderr, "   policies ready after %.0f s\n", she_now_s() - t_start);
+    REQUIRE((broker_pid = tp_start_broker(she_bin, dir, bootstrap, sizeof(bootstrap))) > 0);
     she_avro_codec_t *ac = NULL;
     REQUIRE_OK(she_msg_codec_open(NULL, &ac, errstr, sizeof(errstr)));
     rd_kafka_t *rk = producer();
@@ -614,9 +543,9 @@ static void test_deploy(void) {
                                 "--bootstrap", bootstrap, "--set", "serve.shadow.share=1",
                                 "--set", "serve.batch.wait.ms=2", "--set",
                                 "serve.auth.token=e2e-token", NULL};
-    pid_t serve = spawn("serve", serve_args);
+    pid_t serve = tp_spawn(she_bin, dir, "serve", serve_args);
     int port = 0;
-    for (double t0 = now_s(); port <= 0 && now_s() - t0 < 60; usleep(100000)) {
+    for (double t0 = she_now_s(); port <= 0 && she_now_s() - t0 < 60; usleep(100000)) {
         FILE *f = fopen(port_file, "r");
         if (f) {
             if (fscanf(f, "%d", &port) != 1)
@@ -625,8 +554,8 @@ static void test_deploy(void) {
         }
     }
     REQUIRE_MSG(port > 0, "serve wrote no port file");
-    for (double t0 = now_s(); http(port, "GET", "/readyz", NULL, out, sizeof(out)) != 200 &&
-                              now_s() - t0 < 60;)
+    for (double t0 = she_now_s(); http(port, "GET", "/readyz", NULL, out, sizeof(out)) != 200 &&
+                              she_now_s() - t0 < 60;)
         usleep(100000);
     REQUIRE_MSG(http(port, "GET", "/readyz", NULL, out, sizeof(out)) == 200, "serve not ready");
     CHECK_EQ_INT(http(port, "GET", "/admin/status", NULL, out, sizeof(out)), 401);
@@ -645,7 +574,7 @@ static void test_deploy(void) {
     announce(rk, ac, 2, v2, NULL);
     events_t e = {0};
     read_events(&deps, ac, &e, 1, 120);
-    REQUIRE_MSG(e.n == 1, "no decision on v2 (%.0f s in)", now_s() - t_start);
+    REQUIRE_MSG(e.n == 1, "no decision on v2 (%.0f s in)", she_now_s() - t_start);
     CHECK_EQ_INT(e.ev[0].action, SHE_DEPLOY_ACTION_ABORT);
     CHECK_EQ_INT(e.version[0], 2);
     CHECK_EQ_INT(e.ev[0].stable_version, 1);
@@ -654,20 +583,20 @@ static void test_deploy(void) {
                   strstr(e.ev[0].reason, "format failure rate"),
               "%s", e.ev[0].reason);
     CHECK(event_metric(&e.ev[0], "canary_format_failure_rate") > 0.5);
-    CHECK_EQ_INT(count_lines("canary-default.log", "abort v2"), 1);
-    CHECK_EQ_INT(stop(canary), 0);
+    CHECK_EQ_INT(log_lines("canary-default.log", "abort v2"), 1);
+    CHECK_EQ_INT(tp_stop(canary), 0);
 
     /* 2. offline gates wide open, restarted from the deployment log: the good v3 is promoted */
     canary = start_canary("canary", port, 1);
     int canary_metrics = wait_number_in_log("canary.log", "serving /metrics on port ", 30);
     /* the stable-version line follows the metrics line by a moment (it reads the log first) */
-    for (double t0 = now_s(); count_lines("canary.log", "stable v1 (from the deployment log)") == 0 &&
-                              now_s() - t0 < 30;)
+    for (double t0 = she_now_s(); log_lines("canary.log", "stable v1 (from the deployment log)") == 0 &&
+                              she_now_s() - t0 < 30;)
         usleep(100000);
-    CHECK(count_lines("canary.log", "stable v1 (from the deployment log)") == 1);
+    CHECK(log_lines("canary.log", "stable v1 (from the deployment log)") == 1);
     announce(rk, ac, 3, v3, NULL);
     read_events(&deps, ac, &e, 3, 150);
-    REQUIRE_MSG(e.n == 3, "v3: %d events (%.0f s in)", e.n, now_s() - t_start);
+    REQUIRE_MSG(e.n == 3, "v3: %d events (%.0f s in)", e.n, she_now_s() - t_start);
     CHECK_EQ_INT(e.ev[1].action, SHE_DEPLOY_ACTION_START);
     CHECK_EQ_INT(e.version[1], 3);
     CHECK_EQ_INT(e.ev[1].canary_version, 3);
@@ -684,7 +613,7 @@ static void test_deploy(void) {
     /* 3. the broken v4 passes the open offline gates and is rolled back live */
     announce(rk, ac, 4, v4, NULL);
     read_events(&deps, ac, &e, 5, 150);
-    REQUIRE_MSG(e.n == 5, "v4: %d events (%.0f s in)", e.n, now_s() - t_start);
+    REQUIRE_MSG(e.n == 5, "v4: %d events (%.0f s in)", e.n, she_now_s() - t_start);
     CHECK_EQ_INT(e.ev[3].action, SHE_DEPLOY_ACTION_START);
     CHECK_EQ_INT(e.version[3], 4);
     CHECK_EQ_INT(e.ev[3].stable_version, 3);
@@ -697,7 +626,7 @@ static void test_deploy(void) {
     CHECK(event_metric(&e.ev[4], "canary_judge_failures") >= 1);
 
     /* serve follows: v3 stable, no canary */
-    double t0 = now_s();
+    double t0 = she_now_s();
     json_t *st = NULL;
     for (;;) {
         json_decref(st);
@@ -708,7 +637,7 @@ static void test_deploy(void) {
         if ((st && json_integer_value(json_object_get(json_object_get(st, "stable"),
                                                       "version")) == 3 &&
              (!canary_role || json_is_null(canary_role))) ||
-            now_s() - t0 > 30)
+            she_now_s() - t0 > 30)
             break;
         usleep(200000);
     }
@@ -719,9 +648,9 @@ static void test_deploy(void) {
     json_decref(st);
 
     /* the controller's log and metrics say the same */
-    CHECK_EQ_INT(count_lines("canary.log", "start v3"), 1);
-    CHECK_EQ_INT(count_lines("canary.log", "promote v3"), 1);
-    CHECK_EQ_INT(count_lines("canary.log", "rollback v4"), 1);
+    CHECK_EQ_INT(log_lines("canary.log", "start v3"), 1);
+    CHECK_EQ_INT(log_lines("canary.log", "promote v3"), 1);
+    CHECK_EQ_INT(log_lines("canary.log", "rollback v4"), 1);
     CHECK(canary_metrics > 0);
     CHECK_CLOSE(metric(canary_metrics, "she_canary_decisions_total", "action=\"start\""), 2, 0,
                 0);
@@ -735,16 +664,16 @@ static void test_deploy(void) {
 
     kill(traffic, SIGKILL);
     waitpid(traffic, NULL, 0);
-    CHECK_EQ_INT(stop(canary), 0);
-    CHECK_EQ_INT(stop(ev), 0);
-    CHECK_EQ_INT(stop(serve), 0);
+    CHECK_EQ_INT(tp_stop(canary), 0);
+    CHECK_EQ_INT(tp_stop(ev), 0);
+    CHECK_EQ_INT(tp_stop(serve), 0);
     for (int i = 0; i < e.n; i++)
         she_msg_clear_deployment_event(&e.ev[i]);
     tail_close(&evals);
     tail_close(&deps);
     rd_kafka_destroy(rk);
     she_avro_codec_free(ac);
-    fprintf(stderr, "   deploy case: %.0f s\n", now_s() - t_start);
+    fprintf(stderr, "   deploy case: %.0f s\n", she_now_s() - t_start);
 }
 
 int main(int argc, char **argv) {
@@ -768,6 +697,6 @@ int main(int argc, char **argv) {
         TEST_SKIP("unknown case %s", argv[1]);
     }
     if (broker_pid > 0)
-        stop(broker_pid);
+        tp_stop(broker_pid);
     TEST_DONE();
 }

@@ -35,7 +35,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/time.h>
@@ -51,6 +50,7 @@
 #include "gendata.h"
 #include "messages.h"
 #include "policy_watch.h"
+#include "proc.h"
 #include "stream.h"
 #include "test.h"
 #include "trainer/sft.h"
@@ -807,81 +807,27 @@ static void test_flood(void) {
 
 /* ---- case process ---- */
 
-static pid_t spawn(const char *log, const char *const *args) {
+/* Lines of dir/<log>.log containing needle. */
+static int log_lines(const char *log, const char *needle) {
     char path[1200];
     snprintf(path, sizeof(path), "%s/%s.log", dir, log);
-    pid_t pid = fork();
-    if (pid == 0) {
-        prctl(PR_SET_PDEATHSIG, SIGKILL); /* a test killed by its timeout takes them along */
-        FILE *f = fopen(path, "a");
-        if (f) {
-            dup2(fileno(f), 1);
-            dup2(fileno(f), 2);
-        }
-        setenv("OMP_NUM_THREADS", "1", 1);
-        const char *argv[64];
-        int n = 0;
-        argv[n++] = she_bin;
-        for (int i = 0; args[i] && n < 63; i++)
-            argv[n++] = args[i];
-        argv[n] = NULL;
-        execv(she_bin, (char *const *)argv);
-        _exit(127);
-    }
-    return pid;
-}
-
-static int wait_exit(pid_t pid, double timeout_s) {
-    int status = -1;
-    for (double t0 = she_now_s(); she_now_s() - t0 < timeout_s; usleep(20000))
-        if (waitpid(pid, &status, WNOHANG) == pid)
-            return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-    kill(pid, SIGKILL);
-    waitpid(pid, &status, 0);
-    return -1;
-}
-
-/* Reads the first line of file into out once it exists (up to timeout_s). */
-static int read_file_line(const char *file, char *out, size_t size, double timeout_s) {
-    for (double t0 = she_now_s(); she_now_s() - t0 < timeout_s; usleep(50000)) {
-        FILE *f = fopen(file, "r");
-        if (f && fgets(out, (int)size, f)) {
-            fclose(f);
-            out[strcspn(out, "\n")] = '\0';
-            return 0;
-        }
-        if (f)
-            fclose(f);
-    }
-    return -1;
-}
-
-static int count_lines(const char *log, const char *needle) {
-    char path[1200], line[8192];
-    snprintf(path, sizeof(path), "%s/%s.log", dir, log);
-    FILE *f = fopen(path, "r");
-    int n = 0;
-    while (f && fgets(line, sizeof(line), f))
-        n += strstr(line, needle) != NULL;
-    if (f)
-        fclose(f);
-    return n;
+    return tp_count_lines(path, needle);
 }
 
 static void test_usage(void) {
     const char *none[] = {"serve", NULL};
-    CHECK_EQ_INT(wait_exit(spawn("usage", none), 30), 2);
+    CHECK_EQ_INT(tp_wait_exit(tp_spawn(she_bin, dir, "usage", none), 30), 2);
     const char *both[] = {"serve", "--model", v1, "--canary", v2, "--follow", NULL};
-    CHECK_EQ_INT(wait_exit(spawn("usage", both), 30), 2);
+    CHECK_EQ_INT(tp_wait_exit(tp_spawn(she_bin, dir, "usage", both), 30), 2);
     const char *device[] = {"serve", "--model", v1, "--device", "tpu", NULL};
-    CHECK_EQ_INT(wait_exit(spawn("usage", device), 30), 2);
+    CHECK_EQ_INT(tp_wait_exit(tp_spawn(she_bin, dir, "usage", device), 30), 2);
     const char *share[] = {"serve", "--model", v1, "--canary", v2, "--canary-share", "1.5", NULL};
-    CHECK_EQ_INT(wait_exit(spawn("usage", share), 30), 2);
+    CHECK_EQ_INT(tp_wait_exit(tp_spawn(she_bin, dir, "usage", share), 30), 2);
     char missing[1200];
     snprintf(missing, sizeof(missing), "%s/no-such-checkpoint", dir);
     const char *nodir[] = {"serve", "--model", missing, "--listen", "127.0.0.1:0", NULL};
-    CHECK_EQ_INT(wait_exit(spawn("usage", nodir), 30), 2);
-    CHECK(count_lines("usage", "--model DIR is required") == 1);
+    CHECK_EQ_INT(tp_wait_exit(tp_spawn(she_bin, dir, "usage", nodir), 30), 2);
+    CHECK(log_lines("usage", "--model DIR is required") == 1);
 }
 
 typedef struct slow_arg {
@@ -911,8 +857,8 @@ static void test_static(void) {
                           "--listen", "127.0.0.1:0", "--port-file", port_file, "--token-file",
                           token_file, "--set", "serve.max.new=24", "--set", "serve.max.prompt=96",
                           "--set", "serve.batch.wait.ms=600", NULL};
-    pid_t pid = spawn("static", args);
-    REQUIRE(read_file_line(port_file, line, sizeof(line), 60) == 0);
+    pid_t pid = tp_spawn(she_bin, dir, "static", args);
+    REQUIRE(tp_read_first_line(port_file, line, sizeof(line), 60) == 0);
     int port = atoi(line);
     CHECK_EQ_INT(http(port, "GET", "/readyz", NULL, NULL, resp, sizeof(resp)), 200);
     int mismatch = 0, canary = 0;
@@ -944,7 +890,7 @@ static void test_static(void) {
     kill(pid, SIGTERM);
     pthread_join(th, NULL);
     CHECK_EQ_INT(a.status, 200);
-    CHECK_EQ_INT(wait_exit(pid, 20), 0);
+    CHECK_EQ_INT(tp_wait_exit(pid, 20), 0);
     CHECK(access(port_file, F_OK) != 0);
 }
 
@@ -957,11 +903,9 @@ typedef struct kafka {
 } kafka_t;
 
 static int kafka_start(kafka_t *k) {
-    char file[1200], bootstrap[256], errstr[SHE_ERRSTR_SIZE];
-    snprintf(file, sizeof(file), "%s/bootstrap", dir);
-    const char *args[] = {"broker", "--port", "0", "--bootstrap-file", file, NULL};
-    k->broker = spawn("broker", args);
-    if (read_file_line(file, bootstrap, sizeof(bootstrap), 30) != 0)
+    char bootstrap[256], errstr[SHE_ERRSTR_SIZE];
+    k->broker = tp_start_broker(she_bin, dir, bootstrap, sizeof(bootstrap));
+    if (k->broker < 0)
         return -1;
     k->conf = she_conf_new();
     she_conf_allow_prefix(k->conf, "kafka.");
@@ -980,8 +924,7 @@ static void kafka_stop(kafka_t *k) {
     she_stream_free(k->st);
     she_conf_free(k->conf);
     if (k->broker > 0) {
-        kill(k->broker, SIGTERM);
-        wait_exit(k->broker, 20);
+        tp_stop(k->broker);
     }
 }
 
@@ -1055,11 +998,11 @@ static void test_follow(void) {
                           "--listen", "127.0.0.1:0", "--port-file", port_file, "--set",
                           "serve.auth.token=" TOKEN, "--set", "serve.max.new=16", "--set",
                           "serve.max.prompt=96", "--set", "serve.resolve.timeout.ms=20000", NULL};
-    pid_t pid = spawn("follow", args);
-    REQUIRE(read_file_line(port_file, line, sizeof(line), 60) == 0);
+    pid_t pid = tp_spawn(she_bin, dir, "follow", args);
+    REQUIRE(tp_read_first_line(port_file, line, sizeof(line), 60) == 0);
     int port = atoi(line);
     CHECK(wait_state(port, 1, 2, 5));
-    CHECK_EQ_INT(count_lines("follow", "refused"), 0); /* v3 was never tried */
+    CHECK_EQ_INT(log_lines("follow", "refused"), 0); /* v3 was never tried */
     json_t *j = NULL;
     CHECK_EQ_INT(judge(port, AUTH, "green tea", "Green Tea Bags", &j), 200);
     CHECK_STR(jstr(j, "role"), "canary"); /* share 1 */
@@ -1069,9 +1012,9 @@ static void test_follow(void) {
     deploy(&k, SHE_DEPLOY_ACTION_PROMOTE, 2, -1, 0);
     CHECK(wait_state(port, 2, -1, 20));
     deploy(&k, SHE_DEPLOY_ACTION_START, 2, 3, 0.5f);
-    for (double t0 = she_now_s(); she_now_s() - t0 < 20 && !count_lines("follow", "refused");)
+    for (double t0 = she_now_s(); she_now_s() - t0 < 20 && !log_lines("follow", "refused");)
         usleep(100000);
-    CHECK_EQ_INT(count_lines("follow", "refused canary v3"), 1);
+    CHECK_EQ_INT(log_lines("follow", "refused canary v3"), 1);
     CHECK(wait_state(port, 2, -1, 1));
     CHECK_EQ_INT(judge(port, AUTH, "green tea", "Green Tea Bags", &j), 200);
     CHECK_EQ_INT(jint(j, "policy_version"), 2);
@@ -1079,9 +1022,9 @@ static void test_follow(void) {
 
     /* a malformed event goes to the dead-letter topic; serving goes on */
     send_raw(&k, "deployments", "garbage", 7);
-    for (double t0 = she_now_s(); she_now_s() - t0 < 20 && !count_lines("follow", "dead");)
+    for (double t0 = she_now_s(); she_now_s() - t0 < 20 && !log_lines("follow", "dead");)
         usleep(100000);
-    CHECK(count_lines("follow", "dead") >= 1);
+    CHECK(log_lines("follow", "dead") >= 1);
 
     /* an event before its checkpoint's announcement waits for it */
     deploy(&k, SHE_DEPLOY_ACTION_START, 2, 4, 0.25f);
@@ -1096,7 +1039,7 @@ static void test_follow(void) {
     CHECK_EQ_INT(http(port, "GET", "/healthz", NULL, NULL, resp, sizeof(resp)), 200);
 
     kill(pid, SIGTERM);
-    CHECK_EQ_INT(wait_exit(pid, 20), 0);
+    CHECK_EQ_INT(tp_wait_exit(pid, 20), 0);
     kafka_stop(&k);
 }
 

@@ -35,7 +35,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -46,6 +45,7 @@
 #include "dataset.h"
 #include "gendata.h"
 #include "messages.h"
+#include "proc.h"
 #include "sha256.h"
 #include "test.h"
 #include "trainer/sft.h"
@@ -56,39 +56,7 @@ static int ranks = 1;       /* of `she learn` (argv[2]) */
 static char bootstrap[256];
 static pid_t broker_pid = -1;
 
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
 /* ---- processes ---- */
-
-/* Starts `she ARGS...` (NULL-terminated) with output appended to dir/<log>.log. */
-static pid_t spawn(const char *log, const char *const *args) {
-    char path[1200];
-    snprintf(path, sizeof(path), "%s/%s.log", dir, log);
-    pid_t pid = fork();
-    if (pid == 0) {
-        /* A test killed by its timeout takes its broker and components with it. */
-        prctl(PR_SET_PDEATHSIG, SIGKILL);
-        FILE *f = fopen(path, "a");
-        if (f) {
-            dup2(fileno(f), 1);
-            dup2(fileno(f), 2);
-        }
-        setenv("OMP_NUM_THREADS", "1", 1);
-        const char *argv[64];
-        int n = 0;
-        argv[n++] = she_bin;
-        for (int i = 0; args[i] && n < 63; i++)
-            argv[n++] = args[i];
-        argv[n] = NULL;
-        execv(she_bin, (char *const *)argv);
-        _exit(127);
-    }
-    return pid;
-}
 
 /* A port nobody listens on right now (the learner ranks' rendezvous). */
 static int free_port(void) {
@@ -101,6 +69,13 @@ static int free_port(void) {
                getsockname(fd, (struct sockaddr *)&a, &len) == 0);
     close(fd);
     return ntohs(a.sin_port);
+}
+
+/* Lines of dir/<name> containing needle. */
+static int log_lines(const char *name, const char *needle) {
+    char path[1200];
+    snprintf(path, sizeof(path), "%s/%s", dir, name);
+    return tp_count_lines(path, needle);
 }
 
 /* Starts `she learn ARGS...` as `ranks` processes into pids[0, ranks): rank 0 logs to
@@ -121,56 +96,8 @@ static void spawn_learners(const char *log, const char *const *args, pid_t *pids
             a[n++] = dist[i];
         a[n] = NULL;
         snprintf(name, sizeof(name), r ? "%s%d" : "%s", log, r);
-        pids[r] = spawn(name, a);
+        pids[r] = tp_spawn(she_bin, dir, name, a);
     }
-}
-
-static int wait_exit(pid_t pid, double timeout_s) {
-    int status = -1;
-    for (double t0 = now_s(); now_s() - t0 < timeout_s; usleep(50000))
-        if (waitpid(pid, &status, WNOHANG) == pid)
-            return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-    kill(pid, SIGKILL);
-    waitpid(pid, &status, 0);
-    return -1;
-}
-
-static int stop(pid_t pid) {
-    if (pid <= 0)
-        return -1;
-    kill(pid, SIGTERM);
-    return wait_exit(pid, 30);
-}
-
-static int start_broker(void) {
-    char file[1200];
-    snprintf(file, sizeof(file), "%s/bootstrap", dir);
-    const char *args[] = {"broker", "--port", "0", "--bootstrap-file", file, NULL};
-    broker_pid = spawn("broker", args);
-    for (double t0 = now_s(); now_s() - t0 < 20; usleep(50000)) {
-        FILE *f = fopen(file, "r");
-        if (f && fgets(bootstrap, sizeof(bootstrap), f)) {
-            fclose(f);
-            bootstrap[strcspn(bootstrap, "\n")] = '\0';
-            return 0;
-        }
-        if (f)
-            fclose(f);
-    }
-    return -1;
-}
-
-/* Counts lines of a file that contain needle. */
-static int count_lines(const char *name, const char *needle) {
-    char path[1200], line[8192];
-    snprintf(path, sizeof(path), "%s/%s", dir, name);
-    FILE *f = fopen(path, "r");
-    int n = 0;
-    while (f && fgets(line, sizeof(line), f))
-        n += strstr(line, needle) != NULL;
-    if (f)
-        fclose(f);
-    return n;
 }
 
 /* ---- a tiny policy: trained tokenizer, random weights ---- */
@@ -290,7 +217,7 @@ static void read_dead_letters(dead_letters_t *dl) {
     rd_kafka_assign(rk, l);
     rd_kafka_topic_partition_list_destroy(l);
     int64_t want = hi[0] + hi[1], got = 0;
-    for (double t0 = now_s(); got < want && now_s() - t0 < 20;) {
+    for (double t0 = she_now_s(); got < want && she_now_s() - t0 < 20;) {
         rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, 200);
         if (!m)
             continue;
@@ -346,13 +273,13 @@ static pid_t start_rollout(const loop_t *lp) {
     const char *a[] = {"rollout", "--bootstrap", bootstrap, KAFKA_FAST, "--policy", lp->policy,
                        "--group", "2", "--max-new", "8", "--batch", "4", "--decisions-file", dec,
                        "--log-level", "warn", NULL};
-    return spawn("rollout", a);
+    return tp_spawn(she_bin, dir, "rollout", a);
 }
 
 static pid_t start_reward(const loop_t *lp) {
     const char *a[] = {"reward", "--bootstrap", bootstrap, KAFKA_FAST, "--policy", lp->policy,
                        "--mode", "sum", "--log-level", "warn", NULL};
-    return spawn("reward", a);
+    return tp_spawn(she_bin, dir, "reward", a);
 }
 
 static void start_learners(loop_t *lp) {
@@ -371,7 +298,7 @@ static void start_loop(loop_t *lp) {
     const char *ca[] = {"control", "--bootstrap", bootstrap, KAFKA_FAST,
                         "--set", "control.step.groups=4", "--set", "selection.quota.caps=plain=0.05",
                         "--log-level", "warn", NULL};
-    lp->control = spawn("control", ca);
+    lp->control = tp_spawn(she_bin, dir, "control", ca);
     lp->rollout = start_rollout(lp);
     lp->reward = start_reward(lp);
     start_learners(lp);
@@ -381,7 +308,7 @@ static void start_loop(loop_t *lp) {
 static int stop_learners(const loop_t *lp) {
     int rc = 0;
     for (int r = 0; r < ranks; r++)
-        rc |= stop(lp->learn[r]);
+        rc |= tp_stop(lp->learn[r]);
     return rc;
 }
 
@@ -425,34 +352,34 @@ static void write_samples(const char *name, const samples_t *ss, int from, int t
 
 static pid_t start_produce(const char *path) {
     const char *a[] = {"produce", "--bootstrap", bootstrap, "--metrics", "0", path, NULL};
-    return spawn("produce", a);
+    return tp_spawn(she_bin, dir, "produce", a);
 }
 
 /* Produces samples [from, to) of ss (with two bad rows) and checks `she produce`'s report. */
 static int produce_samples(const samples_t *ss, int from, int to) {
     char path[1200], want[128];
     write_samples("data.jsonl", ss, from, to, 1, path, sizeof(path));
-    int rc = wait_exit(start_produce(path), 60);
+    int rc = tp_wait_exit(start_produce(path), 60);
     CHECK_EQ_INT(rc, 0);
     snprintf(want, sizeof(want), "\"produced\": %d, \"delivered\": %d, \"bad_rows\": 2",
              to - from, to - from);
-    CHECK_EQ_INT(count_lines("produce.log", want), 1);
-    CHECK_EQ_INT(count_lines("produce.log", "bad row skipped: "), 2);
+    CHECK_EQ_INT(log_lines("produce.log", want), 1);
+    CHECK_EQ_INT(log_lines("produce.log", "bad row skipped: "), 2);
     return rc;
 }
 
 /* Waits until nothing new happens for quiet_s (decisions, learner log), up to timeout_s. */
 static void wait_quiet(double quiet_s, double timeout_s) {
     int last_dec = -1, last_steps = -1;
-    double since = now_s();
-    for (double t0 = now_s(); now_s() - t0 < timeout_s; sleep(1)) {
-        int dec = count_lines("decisions.jsonl", "reason");
-        int steps = count_lines("learn.log", " groups, loss ");
+    double since = she_now_s();
+    for (double t0 = she_now_s(); she_now_s() - t0 < timeout_s; sleep(1)) {
+        int dec = log_lines("decisions.jsonl", "reason");
+        int steps = log_lines("learn.log", " groups, loss ");
         if (dec != last_dec || steps != last_steps) {
             last_dec = dec;
             last_steps = steps;
-            since = now_s();
-        } else if (now_s() - since >= quiet_s) {
+            since = she_now_s();
+        } else if (she_now_s() - since >= quiet_s) {
             return;
         }
     }
@@ -541,7 +468,7 @@ static void test_accounting(void) {
     gen_samples(&pool, 200, 3);
     REQUIRE(make_policy(lp.policy, &pool) == 0);
     free_samples(&pool);
-    REQUIRE(start_broker() == 0);
+    REQUIRE((broker_pid = tp_start_broker(she_bin, dir, bootstrap, sizeof(bootstrap))) > 0);
     start_loop(&lp);
     gen_samples(&ss, 60, 11);
     REQUIRE(produce_samples(&ss, 0, 60) == 0);
@@ -559,44 +486,44 @@ static void test_accounting(void) {
     rd_kafka_destroy(rk);
 
     /* SIGKILL the rollout consumer mid-stream, then the reward consumer, and restart them */
-    for (double t0 = now_s(); count_lines("decisions.jsonl", "reason") < 12 && now_s() - t0 < 60;)
+    for (double t0 = she_now_s(); log_lines("decisions.jsonl", "reason") < 12 && she_now_s() - t0 < 60;)
         usleep(100000);
     kill(lp.rollout, SIGKILL);
     waitpid(lp.rollout, NULL, 0);
-    fprintf(stderr, "rollout killed after %d decisions\n", count_lines("decisions.jsonl", "reason"));
+    fprintf(stderr, "rollout killed after %d decisions\n", log_lines("decisions.jsonl", "reason"));
     lp.rollout = start_rollout(&lp);
-    for (double t0 = now_s(); count_lines("learn.log", " groups, loss ") < 2 && now_s() - t0 < 60;)
+    for (double t0 = she_now_s(); log_lines("learn.log", " groups, loss ") < 2 && she_now_s() - t0 < 60;)
         usleep(100000);
     kill(lp.reward, SIGKILL);
     waitpid(lp.reward, NULL, 0);
-    fprintf(stderr, "reward killed after %d learner steps\n", count_lines("learn.log", " groups, loss "));
+    fprintf(stderr, "reward killed after %d learner steps\n", log_lines("learn.log", " groups, loss "));
     lp.reward = start_reward(&lp);
     if (ranks > 1) { /* every learner rank SIGKILLed after its step-4 checkpoint, restarted */
-        for (double t0 = now_s(); count_lines("learn.log", " groups, loss ") < 4 &&
-                                  now_s() - t0 < 60;)
+        for (double t0 = she_now_s(); log_lines("learn.log", " groups, loss ") < 4 &&
+                                  she_now_s() - t0 < 60;)
             usleep(100000);
         for (int r = 0; r < ranks; r++) {
             kill(lp.learn[r], SIGKILL);
             waitpid(lp.learn[r], NULL, 0);
         }
         fprintf(stderr, "%d learner ranks killed after %d steps\n", ranks,
-                count_lines("learn.log", " groups, loss "));
+                log_lines("learn.log", " groups, loss "));
         start_learners(&lp);
     }
 
     wait_quiet(15, 90);
     CHECK_EQ_INT(stop_learners(&lp), 0);
-    CHECK_EQ_INT(stop(lp.rollout), 0);
-    CHECK_EQ_INT(stop(lp.reward), 0);
-    CHECK_EQ_INT(stop(lp.control), 0);
+    CHECK_EQ_INT(tp_stop(lp.rollout), 0);
+    CHECK_EQ_INT(tp_stop(lp.reward), 0);
+    CHECK_EQ_INT(tp_stop(lp.control), 0);
     check_accounting(&ss);
     if (ranks > 1) {
         json_t *st = learner_state();
         REQUIRE(st != NULL);
         check_rank_offsets(st);
         json_decref(st);
-        CHECK_EQ_INT(count_lines("learn.log", "resuming from"), 1);
-        CHECK_EQ_INT(count_lines("learn1.log", "starting from rank 0's v"), 2);
+        CHECK_EQ_INT(log_lines("learn.log", "resuming from"), 1);
+        CHECK_EQ_INT(log_lines("learn1.log", "starting from rank 0's v"), 2);
     }
     dead_letters_t dl = {0};
     read_dead_letters(&dl);
@@ -617,13 +544,13 @@ static void test_outage(void) {
     gen_samples(&pool, 200, 3);
     REQUIRE(make_policy(lp.policy, &pool) == 0);
     free_samples(&pool);
-    REQUIRE(start_broker() == 0);
+    REQUIRE((broker_pid = tp_start_broker(she_bin, dir, bootstrap, sizeof(bootstrap))) > 0);
     start_loop(&lp);
     gen_samples(&ss, 60, 11);
     REQUIRE(produce_samples(&ss, 0, 30) == 0);
-    for (double t0 = now_s(); count_lines("decisions.jsonl", "reason") < 12 && now_s() - t0 < 60;)
+    for (double t0 = she_now_s(); log_lines("decisions.jsonl", "reason") < 12 && she_now_s() - t0 < 60;)
         usleep(100000);
-    fprintf(stderr, "brokers down after %d decisions\n", count_lines("decisions.jsonl", "reason"));
+    fprintf(stderr, "brokers down after %d decisions\n", log_lines("decisions.jsonl", "reason"));
     kill(broker_pid, SIGUSR1);
     /* the second half is produced while the brokers are down */
     char path[1200];
@@ -632,17 +559,17 @@ static void test_outage(void) {
     sleep(10);
     kill(broker_pid, SIGUSR2);
     fprintf(stderr, "brokers up again\n");
-    CHECK_EQ_INT(wait_exit(prod, 60), 0);
-    CHECK_EQ_INT(count_lines("produce.log", "\"produced\": 30, \"delivered\": 30"), 2);
+    CHECK_EQ_INT(tp_wait_exit(prod, 60), 0);
+    CHECK_EQ_INT(log_lines("produce.log", "\"produced\": 30, \"delivered\": 30"), 2);
     wait_quiet(15, 90);
     CHECK_EQ_INT(stop_learners(&lp), 0);
-    CHECK_EQ_INT(stop(lp.rollout), 0);
-    CHECK_EQ_INT(stop(lp.reward), 0);
-    CHECK_EQ_INT(stop(lp.control), 0);
+    CHECK_EQ_INT(tp_stop(lp.rollout), 0);
+    CHECK_EQ_INT(tp_stop(lp.reward), 0);
+    CHECK_EQ_INT(tp_stop(lp.control), 0);
     check_accounting(&ss);
     const char *logs[] = {"rollout.log", "reward.log", "learn.log", "control.log"};
     for (int i = 0; i < 4; i++)
-        CHECK_MSG(count_lines(logs[i], "DATA LOSS") == 0, "%s reports data loss", logs[i]);
+        CHECK_MSG(log_lines(logs[i], "DATA LOSS") == 0, "%s reports data loss", logs[i]);
     free_samples(&ss);
 }
 
@@ -732,15 +659,15 @@ static int run_learner(const char *policy, const char *name, int kill_after_step
         snprintf(ck, sizeof(ck), "%s/v000001/trainer_state.json", ckpt);
         snprintf(log, sizeof(log), "%s.log", name);
         snprintf(line, sizeof(line), "step %d:", kill_after_step);
-        for (double t0 = now_s(); access(ck, R_OK) != 0 && now_s() - t0 < 60;)
+        for (double t0 = she_now_s(); access(ck, R_OK) != 0 && she_now_s() - t0 < 60;)
             usleep(20000);
-        for (double t0 = now_s(); count_lines(log, line) == 0 && now_s() - t0 < 30;)
+        for (double t0 = she_now_s(); log_lines(log, line) == 0 && she_now_s() - t0 < 30;)
             usleep(20000);
         for (int r = 0; r < ranks; r++)
             kill(pids[r], SIGKILL);
     }
     for (int r = 0; r < ranks; r++) /* a killed job's exit statuses say nothing */
-        rc |= wait_exit(pids[r], timeout_s) != 0 && kill_after_step == 0;
+        rc |= tp_wait_exit(pids[r], timeout_s) != 0 && kill_after_step == 0;
     return rc;
 }
 
@@ -758,20 +685,20 @@ static void test_resume(void) {
     gen_samples(&pool, 200, 3);
     REQUIRE(make_policy(policy, &pool) == 0);
     free_samples(&pool);
-    REQUIRE(start_broker() == 0);
+    REQUIRE((broker_pid = tp_start_broker(she_bin, dir, bootstrap, sizeof(bootstrap))) > 0);
     produce_groups(24, 4, 300);
 
     CHECK_EQ_INT(run_learner(policy, "a", 0, 90), 0);
     CHECK_EQ_INT(run_learner(policy, "b", 3, 10), 0);
-    fprintf(stderr, "learner killed at step %s\n", count_lines("b.log", "step 4:") ? ">= 4" : "3");
-    CHECK_EQ_INT(count_lines("b.log", "resuming from"), 0);
+    fprintf(stderr, "learner killed at step %s\n", log_lines("b.log", "step 4:") ? ">= 4" : "3");
+    CHECK_EQ_INT(log_lines("b.log", "resuming from"), 0);
     CHECK_EQ_INT(run_learner(policy, "b", 0, 90), 0);
-    CHECK_EQ_INT(count_lines("b.log", "resuming from"), 1);
+    CHECK_EQ_INT(log_lines("b.log", "resuming from"), 1);
     for (int r = 1; r < ranks; r++) {
         char log[32];
         snprintf(log, sizeof(log), "b%d.log", r);
-        CHECK_EQ_INT(count_lines(log, "starting from rank 0's v0:"), 1);
-        CHECK_EQ_INT(count_lines(log, "starting from rank 0's v"), 2);
+        CHECK_EQ_INT(log_lines(log, "starting from rank 0's v0:"), 1);
+        CHECK_EQ_INT(log_lines(log, "starting from rank 0's v"), 2);
     }
     const char *files[] = {"model.safetensors", "optimizer.safetensors"};
     for (int i = 0; i < 2; i++) {
@@ -834,6 +761,6 @@ int main(int argc, char **argv) {
     else
         return 2;
     if (broker_pid > 0)
-        CHECK_EQ_INT(stop(broker_pid), 0);
+        CHECK_EQ_INT(tp_stop(broker_pid), 0);
     TEST_DONE();
 }
