@@ -723,14 +723,20 @@ typedef struct pick {
     int done;     /* the curriculum has ended */
 } pick_t;
 
-/* Offers prompts in the epoch order until P are admitted or a whole epoch's worth was offered
- * in this step. */
+/* Offers prompts in the epoch order until P are admitted or retry_after + 1 epochs' worth was
+ * offered in this step: a prompt the difficulty band skips is admitted again after retry_after
+ * skips, so when the only prompts the curriculum stage lets through have just been measured
+ * out of the band (an "easier" stage after its few easy prompts were used), admissions resume
+ * within that many passes instead of the run failing after one. */
 static void pick_prompts(rl_run_t *r, pick_t *pk) {
     pk->n = 0;
     pk->offered = 0;
     pk->done = 0;
     int n_kept = epoch_order(r, r->epoch);
-    while (pk->n < r->P && pk->offered < n_kept) {
+    she_selector_config_t sc;
+    she_selector_get_config(r->sel, &sc);
+    long budget = (long)n_kept * (sc.retry_after + 1);
+    while (pk->n < r->P && pk->offered < budget) {
         if (r->cursor >= n_kept) {
             r->epoch++;
             r->cursor = 0;
