@@ -36,6 +36,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -375,13 +376,24 @@ static double peak_mib(pid_t pid) {
     return kib < 0 ? -1 : kib / 1024.0;
 }
 
+/* waitpid() that also keeps the child's peak memory from its rusage: a component that exits
+ * between two /proc samples (a producer with a small file) still gets a figure. */
+static pid_t reap(child_t *c, int options) {
+    struct rusage ru;
+    pid_t r = wait4(c->pid, &c->status, options, &ru);
+    if (r == c->pid && ru.ru_maxrss / 1024.0 > c->peak)
+        c->peak = ru.ru_maxrss / 1024.0; /* KiB on Linux */
+    return r;
+}
+
 static void stop_child(pipeline_t *p, child_t *c, int timeout_s) {
     if (c->pid <= 0 || c->done)
         return;
-    she_log_info(p->lg, "stopping %s (peak memory %.0f MiB)", c->name, peak_mib(c->pid));
+    double m = peak_mib(c->pid);
+    she_log_info(p->lg, "stopping %s (peak memory %.0f MiB)", c->name, m > c->peak ? m : c->peak);
     kill(c->pid, SIGTERM);
     for (double t0 = she_now_s(); she_now_s() - t0 < timeout_s;) {
-        if (waitpid(c->pid, &c->status, WNOHANG) == c->pid) {
+        if (reap(c, WNOHANG) == c->pid) {
             c->done = 1;
             return;
         }
@@ -389,7 +401,7 @@ static void stop_child(pipeline_t *p, child_t *c, int timeout_s) {
     }
     she_log_warn(p->lg, "%s did not stop within %d s: killing it", c->name, timeout_s);
     kill(c->pid, SIGKILL);
-    waitpid(c->pid, &c->status, 0);
+    reap(c, 0);
     c->done = 1;
 }
 
@@ -667,7 +679,7 @@ static she_err_t monitor(pipeline_t *p, child_t *ch, char *errstr, size_t errstr
             double m = c->pid > 0 && !c->done ? peak_mib(c->pid) : -1;
             if (m > c->peak)
                 c->peak = m;
-            if (c->pid <= 0 || c->done || waitpid(c->pid, &c->status, WNOHANG) != c->pid)
+            if (c->pid <= 0 || c->done || reap(c, WNOHANG) != c->pid)
                 continue;
             c->done = 1;
             int ok = WIFEXITED(c->status) && WEXITSTATUS(c->status) == 0;
@@ -683,7 +695,8 @@ static she_err_t monitor(pipeline_t *p, child_t *ch, char *errstr, size_t errstr
             }
             if (i == C_PRODUCE && ok) {
                 write_targets(p, ch);
-                she_log_info(p->lg, "every sample of %s/train.jsonl is on she.samples", p->out);
+                she_log_info(p->lg, "every sample of %s/train.jsonl is on she.samples "
+                             "(produce exited, peak memory %.0f MiB)", p->out, c->peak);
                 continue;
             }
             return she_errf(SHE_ERR_INVALID, errstr, errstr_size,

@@ -38,6 +38,7 @@ rollout = open(f"{out}/logs/rollout.log").read()
 lat = [float(x) for x in re.findall(r"; ([\d.]+) s after it was announced", rollout)]
 n_roll = len(re.findall(r"rolling out", rollout))
 mem = dict(re.findall(r"stopping (\w+) \(peak memory (\d+) MiB\)", open(plog).read()))
+mem.update(re.findall(r"\((\w+) exited, peak memory (\d+) MiB\)", open(plog).read()))
 m = re.search(r"learner done: .*\(peak memory (\d+) MiB\)", open(plog).read())
 if m:
     mem["learn"] = m.group(1)

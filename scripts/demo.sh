@@ -20,5 +20,5 @@ echo "== she pipeline (logs: $out/logs/; Ctrl-C stops it cleanly)"
     --rm-steps 60 \
     --set pipeline.args.rm="--set rm.samples=300 --set rm.eval.samples=10 --set rm.policy.samples=0" \
     --reward hybrid --steps 24 --batch 8 --group 8 --max-new 96 --checkpoint-every 4 \
-    --eval-rows 200
+    --eval-rows 200 --set pipeline.timeout.s=900
 echo "== demo finished in $(( $(date +%s) - t0 )) s; details in $out/"

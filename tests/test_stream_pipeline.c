@@ -575,22 +575,24 @@ static void test_outage(void) {
 
 /* ---- learner resume ---- */
 
-/* n synthetic rewarded groups of G responses with random tokens and rewards, group i to
- * partition i % ranks (each rank reads its groups in a fixed order). */
-static void produce_groups(int n, int G, int vocab) {
+/* Synthetic rewarded groups s<first>..s<first+n-1> of G responses with random tokens and
+ * rewards, made by policy `version`; group i to partition i % ranks (each rank reads its groups
+ * in a fixed order). */
+static void produce_groups(int first, int n, int G, int vocab, int64_t version) {
     char errstr[SHE_ERRSTR_SIZE];
     she_avro_codec_t *ac = NULL;
     SHE_ASSERT(she_msg_codec_open(NULL, &ac, errstr, sizeof(errstr)) == SHE_OK);
     rd_kafka_t *rk = producer();
     she_rng_t rng;
     she_rng_seed(&rng, 42);
-    for (int i = 0; i < n; i++) {
+    for (int i = first; i < first + n; i++) {
         char id[32], gid[64];
         snprintf(id, sizeof(id), "s%03d", i);
-        snprintf(gid, sizeof(gid), "%s@0/1", id);
+        snprintf(gid, sizeof(gid), "%s@%lld/1", id, (long long)version);
         she_rewarded_group_t g = {0};
         she_rollout_group_t *ro = &g.rollout;
         ro->group_id = gid;
+        ro->policy_version = version;
         ro->sample_id = id;
         ro->sample.sample_id = id;
         ro->sample.query = "red sweater";
@@ -643,14 +645,14 @@ static void produce_groups(int n, int G, int vocab) {
 /* Runs the learner (every rank) into dir/name; 0 when every rank exited 0 within timeout_s,
  * or, with kill_after_step > 0, SIGKILLs every rank once rank 0 logs that step after its
  * first checkpoint. */
-static int run_learner(const char *policy, const char *name, int kill_after_step,
-                       double timeout_s) {
+static int run_learner_for(const char *policy, const char *name, const char *max_steps,
+                           const char *staleness, int kill_after_step, double timeout_s) {
     char ckpt[1200];
     snprintf(ckpt, sizeof(ckpt), "%s/%s", dir, name);
     const char *a[] = {"learn", "--bootstrap", bootstrap, "--metrics", "0", "--init", policy,
                        "--dir", ckpt, "--batch", "4", "--checkpoint-every", "2",
-                       "--max-steps", "6", "--lr", "1e-3", "--set", "learn.micro.batch=8",
-                       "--set", "learn.max.seq=64", "--set", "learn.staleness=1000", NULL};
+                       "--max-steps", max_steps, "--lr", "1e-3", "--set", "learn.micro.batch=8",
+                       "--set", "learn.max.seq=64", "--set", staleness, NULL};
     pid_t pids[8];
     spawn_learners(name, a, pids);
     int rc = 0;
@@ -671,6 +673,11 @@ static int run_learner(const char *policy, const char *name, int kill_after_step
     return rc;
 }
 
+static int run_learner(const char *policy, const char *name, int kill_after_step,
+                       double timeout_s) {
+    return run_learner_for(policy, name, "6", "learn.staleness=1000", kill_after_step, timeout_s);
+}
+
 static void file_sha(const char *rel, char hex[65]) {
     char path[1300], errstr[SHE_ERRSTR_SIZE];
     snprintf(path, sizeof(path), "%s/%s", dir, rel);
@@ -686,7 +693,7 @@ static void test_resume(void) {
     REQUIRE(make_policy(policy, &pool) == 0);
     free_samples(&pool);
     REQUIRE((broker_pid = tp_start_broker(she_bin, dir, bootstrap, sizeof(bootstrap))) > 0);
-    produce_groups(24, 4, 300);
+    produce_groups(0, 24, 4, 300, 0);
 
     CHECK_EQ_INT(run_learner(policy, "a", 0, 90), 0);
     CHECK_EQ_INT(run_learner(policy, "b", 3, 10), 0);
@@ -734,13 +741,61 @@ static void test_resume(void) {
     json_decref(sb);
 }
 
+/* ---- duplicates and stale groups ---- */
+
+/* At-least-once delivery upstream and slow consumers: a group the learner already trained on
+ * comes again, and groups made by a policy more than learn.staleness versions old arrive.  The
+ * first are skipped, the second go back to she.samples; neither is trained on, and the counts
+ * survive in the checkpoint. */
+static void test_dedup(void) {
+    samples_t pool = {0};
+    char policy[1200];
+    snprintf(policy, sizeof(policy), "%s/policy", dir);
+    gen_samples(&pool, 200, 3);
+    REQUIRE(make_policy(policy, &pool) == 0);
+    free_samples(&pool);
+    REQUIRE((broker_pid = tp_start_broker(she_bin, dir, bootstrap, sizeof(bootstrap))) > 0);
+    /* 2 steps of 4 groups by v0, then the v1 checkpoint */
+    produce_groups(0, 8, 4, 300, 0);
+    CHECK_EQ_INT(run_learner_for(policy, "d", "2", "learn.staleness=0", 0, 90), 0);
+    /* learner at v1, bound 0: v0 groups are stale, s000..s003 again are duplicates (the
+     * duplicate check comes first), v1 groups are trained on */
+    produce_groups(16, 4, 4, 300, 0);
+    produce_groups(0, 4, 4, 300, 0);
+    produce_groups(8, 8, 4, 300, 1);
+    CHECK_EQ_INT(run_learner_for(policy, "d", "4", "learn.staleness=0", 0, 90), 0);
+    CHECK_EQ_INT(log_lines("d.log", "resuming from"), 1);
+    CHECK_EQ_INT(log_lines("d.log", "is stale (learner at v1): sample re-queued"), 4);
+    char path[1300];
+    snprintf(path, sizeof(path), "%s/d/v000002/trainer_state.json", dir);
+    json_t *st = json_load_file(path, 0, NULL);
+    REQUIRE_MSG(st != NULL, "no checkpoint v2 at %s", path);
+    CHECK_EQ_INT(json_integer_value(json_object_get(st, "step")), 4);
+    CHECK_EQ_INT(json_integer_value(json_object_get(st, "n_duplicates")), 4);
+    CHECK_EQ_INT(json_integer_value(json_object_get(st, "n_requeued")), 4);
+    json_t *ids = json_object_get(st, "trained_ids");
+    CHECK_EQ_INT(json_array_size(ids), 16);
+    int stale_trained = 0;
+    size_t k;
+    json_t *v;
+    json_array_foreach(ids, k, v) {
+        const char *id = json_string_value(v);
+        stale_trained += id && strcmp(id, "s016") >= 0 && strcmp(id, "s019") <= 0;
+    }
+    CHECK_EQ_INT(stale_trained, 0);
+    /* every group was consumed: 8 + 4 + 4 + 8 on partition 0 */
+    json_t *offs = json_object_get(json_object_get(st, "offsets"), "she.rewarded");
+    CHECK_EQ_INT(json_integer_value(json_object_get(offs, "0")), 24);
+    json_decref(st);
+}
+
 int main(int argc, char **argv) {
     she_bin = getenv("SHE_BIN");
     const char *tmp = getenv("SHE_TEST_TMP");
     if (argc > 2)
         ranks = atoi(argv[2]);
     if (!she_bin || !tmp || argc < 2 || ranks < 1 || ranks > 8) {
-        fprintf(stderr, "usage: SHE_BIN=... SHE_TEST_TMP=... %s accounting|outage|resume "
+        fprintf(stderr, "usage: SHE_BIN=... SHE_TEST_TMP=... %s accounting|outage|resume|dedup "
                 "[learner ranks, 1..8]\n", argv[0]);
         return 2;
     }
@@ -758,6 +813,8 @@ int main(int argc, char **argv) {
         RUN(test_outage);
     else if (strcmp(argv[1], "resume") == 0)
         RUN(test_resume);
+    else if (strcmp(argv[1], "dedup") == 0)
+        RUN(test_dedup);
     else
         return 2;
     if (broker_pid > 0)
