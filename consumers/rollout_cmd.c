@@ -250,10 +250,12 @@ static void roll_out(roller_t *r) {
     r->n_pend = 0;
 }
 
-/* Pauses or resumes the sample partitions by the staleness bound. */
+/* Pauses or resumes the sample partitions by the staleness bound.  While stale the pause is
+ * applied again at every check: partitions assigned after it (the group's first join comes
+ * after start-up, a rebalance hands over more) would otherwise be consumed. */
 static void check_staleness(roller_t *r) {
     int stale = she_policy_watch_lag(r->pw) > r->staleness;
-    if (stale == r->paused)
+    if (stale == r->paused && !stale)
         return;
     rd_kafka_t *rk = she_stream_consumer(r->st);
     rd_kafka_topic_partition_list_t *parts = NULL;
@@ -264,6 +266,8 @@ static void check_staleness(roller_t *r) {
     else
         rd_kafka_resume_partitions(rk, parts);
     rd_kafka_topic_partition_list_destroy(parts);
+    if (stale == r->paused)
+        return;
     r->paused = stale;
     if (stale)
         she_log_warn(r->lg, "policy v%" PRId64 " is %" PRId64 " versions behind the newest "
@@ -272,6 +276,19 @@ static void check_staleness(roller_t *r) {
     else
         she_log_info(r->lg, "policy v%" PRId64 " is current again: resuming",
                      she_policy_watch_version(r->pw));
+}
+
+/* A sample that arrives while paused (assigned between two checks) is handed back, to be
+ * read again on resume: no decision, no rollout by the stale policy. */
+static void hold(roller_t *r, rd_kafka_message_t *rkm) {
+    char errstr[SHE_ERRSTR_SIZE];
+    if (she_stream_hold(r->st, rkm, errstr, sizeof(errstr)) != SHE_OK) {
+        /* cannot put it back: roll it out later rather than lose it */
+        she_log_warn(r->lg, "%s; taking it now", errstr);
+        offer(r, rkm);
+        return;
+    }
+    rd_kafka_message_destroy(rkm);
 }
 
 static she_err_t setup(roller_t *r, she_metrics_t *reg, char *errstr, size_t errstr_size) {
@@ -402,7 +419,9 @@ int she_cmd_rollout(int argc, char **argv, char **envp) {
             while (r.n_pend < r.batch && !she_signals_stop_requested()) {
                 int64_t left = deadline - she_stream_now_ms();
                 rd_kafka_message_t *rkm = she_stream_poll(r.st, left > 0 ? (int)left : 0);
-                if (rkm)
+                if (rkm && r.paused)
+                    hold(&r, rkm);
+                else if (rkm)
                     offer(&r, rkm);
                 else if (left <= 0)
                     break;

@@ -1,6 +1,8 @@
 /* cmd.c -- shared set-up of `she` commands. */
 #include "cmd.h"
 
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "kafka.h"
@@ -56,4 +58,20 @@ int she_cmd_exit_status(she_err_t err) {
     if (err == SHE_OK)
         return SHE_EXIT_OK;
     return err == SHE_ERR_CONFIG || err == SHE_ERR_NOT_FOUND ? SHE_EXIT_USAGE : SHE_EXIT_FAILURE;
+}
+
+double she_cmd_peak_memory_mib(int pid) {
+    char path[64], line[256];
+    if (pid > 0)
+        snprintf(path, sizeof(path), "/proc/%d/status", pid);
+    else
+        snprintf(path, sizeof(path), "/proc/self/status");
+    FILE *f = fopen(path, "r");
+    double kib = -1;
+    while (f && fgets(line, sizeof(line), f))
+        if (strncmp(line, "VmHWM:", 6) == 0)
+            kib = strtod(line + 6, NULL);
+    if (f)
+        fclose(f);
+    return kib < 0 ? -1 : kib / 1024.0;
 }

@@ -38,4 +38,10 @@ void she_cmd_fini(she_cmd_env_t *env);
  * must fix in the invocation (bad configuration, a missing input), 1 for anything else. */
 int she_cmd_exit_status(she_err_t err);
 
+/* Peak resident memory (VmHWM) of process pid -- 0 for this one -- in MiB, or -1 when /proc
+ * has no such process.  Not getrusage(): its ru_maxrss also counts the pages of the parent
+ * that fork()ed the process before exec, which made `she pipeline`'s children look as big as
+ * the pipeline itself. */
+double she_cmd_peak_memory_mib(int pid);
+
 #endif

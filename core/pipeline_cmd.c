@@ -36,7 +36,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -362,34 +361,15 @@ static void status_line(child_t *ch, double t_start, int tty, int64_t steps) {
     fflush(stderr);
 }
 
-/* Peak resident memory of a running process in MiB (VmHWM), or -1. */
-static double peak_mib(pid_t pid) {
-    char path[64], line[256];
-    snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
-    FILE *f = fopen(path, "r");
-    double kib = -1;
-    while (f && fgets(line, sizeof(line), f))
-        if (strncmp(line, "VmHWM:", 6) == 0)
-            kib = strtod(line + 6, NULL);
-    if (f)
-        fclose(f);
-    return kib < 0 ? -1 : kib / 1024.0;
-}
-
-/* waitpid() that also keeps the child's peak memory from its rusage: a component that exits
- * between two /proc samples (a producer with a small file) still gets a figure. */
+/* waitpid() for one child. */
 static pid_t reap(child_t *c, int options) {
-    struct rusage ru;
-    pid_t r = wait4(c->pid, &c->status, options, &ru);
-    if (r == c->pid && ru.ru_maxrss / 1024.0 > c->peak)
-        c->peak = ru.ru_maxrss / 1024.0; /* KiB on Linux */
-    return r;
+    return waitpid(c->pid, &c->status, options);
 }
 
 static void stop_child(pipeline_t *p, child_t *c, int timeout_s) {
     if (c->pid <= 0 || c->done)
         return;
-    double m = peak_mib(c->pid);
+    double m = she_cmd_peak_memory_mib((int)c->pid);
     she_log_info(p->lg, "stopping %s (peak memory %.0f MiB)", c->name, m > c->peak ? m : c->peak);
     kill(c->pid, SIGTERM);
     for (double t0 = she_now_s(); she_now_s() - t0 < timeout_s;) {
@@ -676,7 +656,7 @@ static she_err_t monitor(pipeline_t *p, child_t *ch, char *errstr, size_t errstr
     for (;;) {
         for (int i = 0; i < N_CHILDREN; i++) {
             child_t *c = &ch[i];
-            double m = c->pid > 0 && !c->done ? peak_mib(c->pid) : -1;
+            double m = c->pid > 0 && !c->done ? she_cmd_peak_memory_mib((int)c->pid) : -1;
             if (m > c->peak)
                 c->peak = m;
             if (c->pid <= 0 || c->done || reap(c, WNOHANG) != c->pid)
@@ -696,7 +676,7 @@ static she_err_t monitor(pipeline_t *p, child_t *ch, char *errstr, size_t errstr
             if (i == C_PRODUCE && ok) {
                 write_targets(p, ch);
                 she_log_info(p->lg, "every sample of %s/train.jsonl is on she.samples "
-                             "(produce exited, peak memory %.0f MiB)", p->out, c->peak);
+                             "(produce exited; its peak memory is in logs/produce.log)", p->out);
                 continue;
             }
             return she_errf(SHE_ERR_INVALID, errstr, errstr_size,

@@ -530,6 +530,29 @@ rd_kafka_message_t *she_stream_poll(she_stream_t *st, int timeout_ms) {
     return NULL;
 }
 
+she_err_t she_stream_hold(she_stream_t *st, const rd_kafka_message_t *rkm, char *errstr,
+                          size_t errstr_size) {
+    const char *topic = rd_kafka_topic_name(rkm->rkt);
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_list_add(l, topic, rkm->partition)->offset = rkm->offset;
+    /* pause first: it purges what was prefetched, the seek then sets where fetching resumes */
+    rd_kafka_resp_err_t e = rd_kafka_pause_partitions(st->consumer, l);
+    rd_kafka_error_t *se = e ? NULL : rd_kafka_seek_partitions(st->consumer, l, 5000);
+    if (!e && !se)
+        e = l->elems[0].err;
+    char why[512];
+    snprintf(why, sizeof(why), "%s", se ? rd_kafka_error_string(se) : rd_kafka_err2str(e));
+    if (se)
+        rd_kafka_error_destroy(se);
+    rd_kafka_topic_partition_list_destroy(l);
+    if (se || e)
+        return she_errf(SHE_ERR_KAFKA, errstr, errstr_size, "%s [%d]: cannot hold offset %" PRId64
+                        ": %s", topic, (int)rkm->partition, rkm->offset, why);
+    st->stats.consumed--; /* it will be returned again */
+    she_offsets_set(&st->expected, topic, rkm->partition, rkm->offset);
+    return SHE_OK;
+}
+
 void she_stream_done(she_stream_t *st, const rd_kafka_message_t *rkm) {
     const char *topic = rd_kafka_topic_name(rkm->rkt);
     /* Messages of a batch may be finished out of order; the partition's position only grows. */

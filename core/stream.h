@@ -126,6 +126,12 @@ rd_kafka_message_t *she_stream_poll(she_stream_t *st, int timeout_ms);
  * already.  Mark a batch's messages only once all of them are handled: the done offset of a
  * partition covers every message before it. */
 void she_stream_done(she_stream_t *st, const rd_kafka_message_t *rkm);
+/* Hands rkm back unprocessed: its partition is paused and positioned on rkm's offset, so
+ * the message comes again after rd_kafka_resume_partitions() (for a consumer that holds off
+ * new work, e.g. `she rollout` while its policy is too stale, and polls only to stay in its
+ * group).  The caller still destroys rkm. */
+she_err_t she_stream_hold(she_stream_t *st, const rd_kafka_message_t *rkm, char *errstr,
+                          size_t errstr_size);
 /* Replaces the done offsets with a saved table (the learner's checkpoint), before consuming. */
 void she_stream_set_done(she_stream_t *st, const she_offsets_t *o);
 /* The done offsets so far (the learner stores them in its checkpoints). */

@@ -88,7 +88,8 @@ static she_err_t open_input(producer_t *p, input_t *in, char *errstr, size_t err
     o.format = fmt;
     she_reader_free(in->rd);
     in->rd = NULL;
-    SHE_TRY(she_reader_new(in->path, &o, &in->rd, errstr, errstr_size));
+    SHE_TRY(she_reader_new(strcmp(in->path, "-") == 0 ? "<stdin>" : in->path, &o, &in->rd, errstr,
+                          errstr_size));
     if (strcmp(in->path, "-") == 0) {
         in->fd = STDIN_FILENO;
     } else {
@@ -375,8 +376,9 @@ int she_cmd_produce(int argc, char **argv, char **envp) {
            "\"failed_files\": %lld}\n",
            p->n_produced, ss.delivered, p->n_bad, p->n_files, p->n_failed_files);
     fflush(stdout);
-    she_log_info(env.lg, "produced %lld samples (%" PRId64 " delivered), %lld bad rows, %lld files",
-                 p->n_produced, ss.delivered, p->n_bad, p->n_files);
+    she_log_info(env.lg, "produced %lld samples (%" PRId64 " delivered), %lld bad rows, %lld files "
+                 "(peak memory %.0f MiB)", p->n_produced, ss.delivered, p->n_bad, p->n_files,
+                 she_cmd_peak_memory_mib(0));
     int status = delivered && p->n_failed_files == 0 && ss.delivery_failed == 0
                      ? SHE_EXIT_OK
                      : SHE_EXIT_FAILURE;

@@ -8,7 +8,7 @@
 #     decoding, announcing, committing) against the SRPO steps (`she learn`'s own accounting);
 #   - the time from a checkpoint announcement to the rollout consumer using it (policy_watch's
 #     log: verified, loaded and swapped in between two batches);
-#   - the peak resident memory (VmHWM) of every component.
+#   - the peak resident memory (VmHWM) of every component (produce logs its own).
 # Usage: scripts/bench_pipeline.sh build/she OUT [she pipeline options...]
 set -euo pipefail
 she=${1:?usage: bench_pipeline.sh SHE OUT [pipeline options]}
@@ -19,9 +19,10 @@ start=$(date +%s)
 "$she" pipeline --out "$out" "$@" 2>"$out.pipeline.log" >"$out.stdout" || {
     tail -20 "$out.pipeline.log"; exit 1; }
 echo "pipeline run: $(( $(date +%s) - start )) s ($*)"
-python3 - "$out" "$out.pipeline.log" <<'EOF'
-import re, sys, datetime
-out, plog = sys.argv[1], sys.argv[2]
+libs=$(ldd "$she" | awk '$3 ~ /^\// {print $3}' | tr '\n' ' ')
+python3 - "$out" "$out.pipeline.log" "$libs" <<'EOF'
+import ctypes, re, sys, datetime
+out, plog, libs = sys.argv[1], sys.argv[2], sys.argv[3].split()
 
 def ts(line):
     return datetime.datetime.strptime(line[:23], "%Y-%m-%dT%H:%M:%S.%f")
@@ -38,7 +39,10 @@ rollout = open(f"{out}/logs/rollout.log").read()
 lat = [float(x) for x in re.findall(r"; ([\d.]+) s after it was announced", rollout)]
 n_roll = len(re.findall(r"rolling out", rollout))
 mem = dict(re.findall(r"stopping (\w+) \(peak memory (\d+) MiB\)", open(plog).read()))
-mem.update(re.findall(r"\((\w+) exited, peak memory (\d+) MiB\)", open(plog).read()))
+# produce exits before the others: it reports its own peak as it ends.
+m = re.search(r"produced .*\(peak memory (\d+) MiB\)", open(f"{out}/logs/produce.log").read())
+if m:
+    mem["produce"] = m.group(1)
 m = re.search(r"learner done: .*\(peak memory (\d+) MiB\)", open(plog).read())
 if m:
     mem["learn"] = m.group(1)
@@ -50,4 +54,22 @@ if lat:
     print(f"| announcement -> rollout uses it | {len(lat)} swaps: mean {sum(lat)/len(lat):.2f} s, "
           f"max {max(lat):.2f} s |")
 print("| peak memory (MiB) | " + ", ".join(f"{k} {v}" for k, v in sorted(mem.items())) + " |")
+
+# What every process pays before it does anything: the shared libraries `she` links, loaded one
+# by one into this Python process (resident anonymous + file-backed pages after each).
+def rss():
+    st = open("/proc/self/status").read()
+    return [int(re.search(k + r":\s+(\d+)", st).group(1)) / 1024 for k in ("RssAnon", "RssFile")]
+base, cost = rss(), []
+for lib in libs:
+    before = rss()
+    try:
+        ctypes.CDLL(lib, mode=ctypes.RTLD_GLOBAL)
+    except OSError:
+        continue
+    after = rss()
+    cost.append((after[0] - before[0] + after[1] - before[1], lib.rsplit("/", 1)[-1]))
+total = sum(c for c, _ in cost)
+top = ", ".join(f"{n} {c:.0f}" for c, n in sorted(cost, reverse=True)[:3])
+print(f"| of which loading the linked libraries (every process) | {total:.0f} MiB: {top} |")
 EOF

@@ -16,6 +16,10 @@
  *   resume      24 rewarded groups on one partition; `she learn` to step 6 without
  *               interruption, and again SIGKILLed after its step-2 checkpoint and restarted:
  *               both end with bit-identical weights and AdamW state, and the same trained ids.
+ *   staleness   `she rollout` (rollout.staleness = 2) sees v1..v3 announced and v3, the newest,
+ *               refused (its SHA-256 does not match): its live v0 is 3 versions behind, so it pauses and
+ *               rolls nothing out of the samples produced meanwhile; a good v4 is announced,
+ *               loaded, and every sample is rolled out by v4 and no other version.
  * An optional argv[2] = N runs `she learn` as N data-parallel ranks (the TCP star on
  * 127.0.0.1; rank r reads the partitions p with p % N == r): accounting then also SIGKILLs
  * every rank after a few steps and restarts them all, and checks that the checkpoint holds
@@ -45,6 +49,8 @@
 #include "dataset.h"
 #include "gendata.h"
 #include "messages.h"
+#include "policy_watch.h"
+#include "stream.h"
 #include "proc.h"
 #include "sha256.h"
 #include "test.h"
@@ -789,14 +795,100 @@ static void test_dedup(void) {
     json_decref(st);
 }
 
+/* Announces dir as checkpoint `version` on she.checkpoints; sha256 NULL: the true one. */
+static void announce_checkpoint(rd_kafka_t *rk, she_avro_codec_t *ac, int64_t version,
+                                const char *ckpt, const char *sha256) {
+    char errstr[SHE_ERRSTR_SIZE], real[65], key[24];
+    if (!sha256 && she_policy_manifest_sha256(ckpt, "model.safetensors", real, errstr,
+                                              sizeof(errstr)) == SHE_OK)
+        sha256 = real;
+    she_checkpoint_announcement_t a = {.version = version, .uri = (char *)ckpt,
+                                       .sha256 = (char *)(sha256 ? sha256 : ""),
+                                       .parent_version = version - 1,
+                                       .created_ms = she_stream_now_ms()};
+    const uint8_t *buf = NULL;
+    size_t len = 0;
+    CHECK(she_msg_encode_checkpoint(ac, &a, &buf, &len, errstr, sizeof(errstr)) == SHE_OK);
+    snprintf(key, sizeof(key), "v%lld", (long long)version);
+    produce_raw(rk, "she.checkpoints", 0, key, buf, len);
+    rd_kafka_flush(rk, 10000);
+}
+
+/* Decision lines in decisions.jsonl, and how many of them name policy version v. */
+static int decisions_by(int64_t v, int *n_all) {
+    char path[1200], line[4096];
+    snprintf(path, sizeof(path), "%s/decisions.jsonl", dir);
+    FILE *f = fopen(path, "r");
+    int n = 0;
+    *n_all = 0;
+    while (f && fgets(line, sizeof(line), f)) {
+        json_t *d = json_loads(line, 0, NULL);
+        (*n_all)++;
+        n += d && json_integer_value(json_object_get(d, "policy_version")) == v;
+        json_decref(d);
+    }
+    if (f)
+        fclose(f);
+    return n;
+}
+
+static void test_staleness(void) {
+    samples_t pool = {0}, ss = {0};
+    char policy[1200], v4[1200], dec[1200], errstr[SHE_ERRSTR_SIZE];
+    snprintf(policy, sizeof(policy), "%s/policy", dir);
+    snprintf(v4, sizeof(v4), "%s/v4", dir);
+    snprintf(dec, sizeof(dec), "%s/decisions.jsonl", dir);
+    gen_samples(&pool, 200, 3);
+    REQUIRE(make_policy(policy, &pool) == 0 && make_policy(v4, &pool) == 0);
+    free_samples(&pool);
+    REQUIRE((broker_pid = tp_start_broker(she_bin, dir, bootstrap, sizeof(bootstrap))) > 0);
+    const char *a[] = {"rollout", "--bootstrap", bootstrap, KAFKA_FAST, "--policy", policy,
+                       "--group", "2", "--max-new", "8", "--batch", "4", "--decisions-file",
+                       dec, "--staleness", "2", NULL};
+    pid_t ro = tp_spawn(she_bin, dir, "rollout", a);
+    rd_kafka_t *rk = producer();
+    she_avro_codec_t *ac = NULL;
+    REQUIRE(she_msg_codec_open(NULL, &ac, errstr, sizeof(errstr)) == SHE_OK);
+    const char *wrong = "0000000000000000000000000000000000000000000000000000000000000000";
+    for (int v = 1; v <= 3; v++)
+        announce_checkpoint(rk, ac, v, v4, wrong);
+    double t0 = she_now_s();
+    while (log_lines("rollout.log", "pausing until a newer one loads") == 0 &&
+           she_now_s() - t0 < 30)
+        usleep(100000);
+    /* only the newest announcement is tried: v3 */
+    CHECK_EQ_INT(log_lines("rollout.log", "refused checkpoint v3 "), 1);
+    CHECK_EQ_INT(log_lines("rollout.log", "policy v0 is 3 versions behind"), 1);
+    gen_samples(&ss, 8, 21);
+    char path[1200];
+    write_samples("data.jsonl", &ss, 0, 8, 0, path, sizeof(path));
+    CHECK_EQ_INT(tp_wait_exit(start_produce(path), 60), 0);
+    sleep(5); /* time to roll out, were it not paused */
+    int n_all = 0;
+    decisions_by(0, &n_all);
+    CHECK_EQ_INT(n_all, 0);
+    announce_checkpoint(rk, ac, 4, v4, NULL);
+    int n_v4 = 0;
+    for (t0 = she_now_s(); she_now_s() - t0 < 40; usleep(200000))
+        if ((n_v4 = decisions_by(4, &n_all)) >= 8)
+            break;
+    CHECK_EQ_INT(log_lines("rollout.log", "policy v4 is current again: resuming"), 1);
+    CHECK_EQ_INT(n_v4, 8);
+    CHECK_EQ_INT(n_all, 8); /* every decision by v4: none by the stale v0 */
+    she_avro_codec_free(ac);
+    rd_kafka_destroy(rk);
+    CHECK_EQ_INT(tp_stop(ro), 0);
+    free_samples(&ss);
+}
+
 int main(int argc, char **argv) {
     she_bin = getenv("SHE_BIN");
     const char *tmp = getenv("SHE_TEST_TMP");
     if (argc > 2)
         ranks = atoi(argv[2]);
     if (!she_bin || !tmp || argc < 2 || ranks < 1 || ranks > 8) {
-        fprintf(stderr, "usage: SHE_BIN=... SHE_TEST_TMP=... %s accounting|outage|resume|dedup "
-                "[learner ranks, 1..8]\n", argv[0]);
+        fprintf(stderr, "usage: SHE_BIN=... SHE_TEST_TMP=... %s accounting|outage|resume|dedup|"
+                "staleness [learner ranks, 1..8]\n", argv[0]);
         return 2;
     }
     snprintf(dir, sizeof(dir), "%s/stream_%s%s%.0d", tmp, argv[1], ranks > 1 ? "_ranks" : "",
@@ -815,6 +907,8 @@ int main(int argc, char **argv) {
         RUN(test_resume);
     else if (strcmp(argv[1], "dedup") == 0)
         RUN(test_dedup);
+    else if (strcmp(argv[1], "staleness") == 0)
+        RUN(test_staleness);
     else
         return 2;
     if (broker_pid > 0)
