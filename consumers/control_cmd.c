@@ -43,6 +43,7 @@ typedef struct controller {
     she_selector_config_t cfg;
     int64_t seq;
     she_selector_status_t last; /* as last published */
+    int64_t steps_in_stage;     /* steps the stage had taken with the latest one */
     int published;
     she_metric_series_t *s_lo, *s_hi, *s_stage;
 } controller_t;
@@ -157,7 +158,7 @@ static int publish_changes(controller_t *c) {
     else if (now.stage != c->last.stage)
         snprintf(reason, sizeof(reason),
                  "curriculum stage %s -> %s after %" PRId64 " steps (pass-rate EMA %.3f)",
-                 stage_name(c, c->last.stage), stage_name(c, now.stage), c->last.stage_steps + 1,
+                 stage_name(c, c->last.stage), stage_name(c, now.stage), c->steps_in_stage,
                  now.pass_ema);
     else if (now.n_widen > c->last.n_widen)
         snprintf(reason, sizeof(reason),
@@ -254,6 +255,9 @@ int she_cmd_control(int argc, char **argv, char **envp) {
                     she_selector_decide(c.sel, &item);
                     step_sum += pr.pass_rate;
                     if (++in_step == step_groups) {
+                        she_selector_status_t before;
+                        she_selector_status(c.sel, &before);
+                        c.steps_in_stage = before.stage_steps + 1; /* a stage end resets it */
                         she_selector_end_step(c.sel, step_sum / in_step);
                         in_step = 0;
                         step_sum = 0;

@@ -20,6 +20,12 @@
  *               refused (its SHA-256 does not match): its live v0 is 3 versions behind, so it pauses and
  *               rolls nothing out of the samples produced meanwhile; a good v4 is announced,
  *               loaded, and every sample is rolled out by v4 and no other version.
+ *   curriculum  `she control` and `she rollout` with two stages, "easy" (recent pass rate in
+ *               [0.5, 1], 2 steps) and "all": pass-rate records (one control step each 8)
+ *               place 4 samples as easy and 4 as hard; produced in stage easy, the hard ones
+ *               are skipped (skip_curriculum) and the easy ones admitted; 8 more records make
+ *               the second step, control moves to stage all and says why, the rollout consumer
+ *               follows, and the hard samples produced again are admitted.
  * An optional argv[2] = N runs `she learn` as N data-parallel ranks (the TCP star on
  * 127.0.0.1; rank r reads the partitions p with p % N == r): accounting then also SIGKILLs
  * every rank after a few steps and restarts them all, and checks that the checkpoint holds
@@ -881,6 +887,103 @@ static void test_staleness(void) {
     free_samples(&ss);
 }
 
+/* Pass-rate records for samples [from, to) of ss, all at rate. */
+static void produce_pass_rates(rd_kafka_t *rk, she_avro_codec_t *ac, const samples_t *ss,
+                               int from, int to, float rate) {
+    char errstr[SHE_ERRSTR_SIZE];
+    for (int i = from; i < to; i++) {
+        she_pass_rate_t pr = {.sample_id = ss->v[i].sample_id, .pass_rate = rate, .count = 8,
+                              .policy_version = 0, .updated_ms = she_stream_now_ms()};
+        const uint8_t *buf = NULL;
+        size_t len = 0;
+        CHECK(she_msg_encode_pass_rate(ac, &pr, &buf, &len, errstr, sizeof(errstr)) == SHE_OK);
+        produce_raw(rk, "she.passrate", -1, pr.sample_id, buf, len);
+    }
+    rd_kafka_flush(rk, 10000);
+}
+
+/* The reasons of the decisions about sample id, in order, joined by ','. */
+static void reasons_of(const char *id, char *out, size_t cap) {
+    char path[1200], line[4096];
+    snprintf(path, sizeof(path), "%s/decisions.jsonl", dir);
+    FILE *f = fopen(path, "r");
+    out[0] = '\0';
+    while (f && fgets(line, sizeof(line), f)) {
+        json_t *d = json_loads(line, 0, NULL);
+        const char *sid = json_string_value(json_object_get(d, "sample_id"));
+        if (sid && strcmp(sid, id) == 0)
+            snprintf(out + strlen(out), cap - strlen(out), "%s%s", out[0] ? "," : "",
+                     json_string_value(json_object_get(d, "reason")));
+        json_decref(d);
+    }
+    if (f)
+        fclose(f);
+}
+
+static int wait_decisions(int n, double timeout_s) {
+    int n_all = 0;
+    for (double t0 = she_now_s(); she_now_s() - t0 < timeout_s; usleep(200000))
+        if (decisions_by(0, &n_all), n_all >= n)
+            break;
+    return n_all;
+}
+
+static void test_curriculum(void) {
+    samples_t pool = {0}, ss = {0};
+    char policy[1200], dec[1200], path[1200], errstr[SHE_ERRSTR_SIZE], got[512];
+    snprintf(policy, sizeof(policy), "%s/policy", dir);
+    snprintf(dec, sizeof(dec), "%s/decisions.jsonl", dir);
+    gen_samples(&pool, 200, 3);
+    REQUIRE(make_policy(policy, &pool) == 0);
+    free_samples(&pool);
+    REQUIRE((broker_pid = tp_start_broker(she_bin, dir, bootstrap, sizeof(bootstrap))) > 0);
+    const char *stages = "selection.stages=easy:0.5-1:none:2,all:0-1:none:0";
+    const char *ca[] = {"control", "--bootstrap", bootstrap, KAFKA_FAST, "--set",
+                        "control.step.groups=8", "--set", stages, NULL};
+    pid_t co = tp_spawn(she_bin, dir, "control", ca);
+    const char *ra[] = {"rollout", "--bootstrap", bootstrap, KAFKA_FAST, "--policy", policy,
+                        "--group", "2", "--max-new", "8", "--batch", "4", "--decisions-file",
+                        dec, "--set", stages, NULL};
+    pid_t ro = tp_spawn(she_bin, dir, "rollout", ra);
+    rd_kafka_t *rk = producer();
+    she_avro_codec_t *ac = NULL;
+    REQUIRE(she_msg_codec_open(NULL, &ac, errstr, sizeof(errstr)) == SHE_OK);
+    gen_samples(&ss, 16, 31);
+    /* step 1: samples 0-3 easy, 4-7 hard */
+    produce_pass_rates(rk, ac, &ss, 0, 4, 0.75f);
+    produce_pass_rates(rk, ac, &ss, 4, 8, 0.25f);
+    sleep(2); /* the rollout consumer reads she.passrate as it comes */
+    write_samples("a.jsonl", &ss, 0, 8, 0, path, sizeof(path));
+    CHECK_EQ_INT(tp_wait_exit(start_produce(path), 60), 0);
+    CHECK_EQ_INT(wait_decisions(8, 30), 8);
+    for (int i = 0; i < 8; i++) {
+        reasons_of(ss.v[i].sample_id, got, sizeof(got));
+        CHECK_MSG(i < 4 ? strncmp(got, "admit_", 6) == 0 : strcmp(got, "skip_curriculum") == 0,
+                  "%s (pass rate %.2f) in stage easy: %s", ss.v[i].sample_id,
+                  i < 4 ? 0.75 : 0.25, got);
+    }
+    /* step 2: stage easy ends */
+    produce_pass_rates(rk, ac, &ss, 8, 16, 0.5f);
+    double t0 = she_now_s();
+    while (log_lines("rollout.log", "stage 1,") == 0 && she_now_s() - t0 < 30)
+        usleep(200000);
+    CHECK_EQ_INT(log_lines("control.log", "curriculum stage easy -> all after 2 steps"), 1);
+    CHECK_EQ_INT(log_lines("rollout.log", "stage 1,"), 1);
+    write_samples("b.jsonl", &ss, 4, 8, 0, path, sizeof(path));
+    CHECK_EQ_INT(tp_wait_exit(start_produce(path), 60), 0);
+    CHECK_EQ_INT(wait_decisions(12, 30), 12);
+    for (int i = 4; i < 8; i++) {
+        reasons_of(ss.v[i].sample_id, got, sizeof(got));
+        CHECK_MSG(strncmp(got, "skip_curriculum,admit_", 22) == 0,
+                  "%s, hard, in stage easy then all: %s", ss.v[i].sample_id, got);
+    }
+    she_avro_codec_free(ac);
+    rd_kafka_destroy(rk);
+    CHECK_EQ_INT(tp_stop(ro), 0);
+    CHECK_EQ_INT(tp_stop(co), 0);
+    free_samples(&ss);
+}
+
 int main(int argc, char **argv) {
     she_bin = getenv("SHE_BIN");
     const char *tmp = getenv("SHE_TEST_TMP");
@@ -888,7 +991,7 @@ int main(int argc, char **argv) {
         ranks = atoi(argv[2]);
     if (!she_bin || !tmp || argc < 2 || ranks < 1 || ranks > 8) {
         fprintf(stderr, "usage: SHE_BIN=... SHE_TEST_TMP=... %s accounting|outage|resume|dedup|"
-                "staleness [learner ranks, 1..8]\n", argv[0]);
+                "staleness|curriculum [learner ranks, 1..8]\n", argv[0]);
         return 2;
     }
     snprintf(dir, sizeof(dir), "%s/stream_%s%s%.0d", tmp, argv[1], ranks > 1 ? "_ranks" : "",
@@ -909,6 +1012,8 @@ int main(int argc, char **argv) {
         RUN(test_dedup);
     else if (strcmp(argv[1], "staleness") == 0)
         RUN(test_staleness);
+    else if (strcmp(argv[1], "curriculum") == 0)
+        RUN(test_curriculum);
     else
         return 2;
     if (broker_pid > 0)
