@@ -19,27 +19,15 @@
 #include "gendata.h"
 #include "messages.h"
 #include "proc.h"
+#include "samples.h"
+#include "topic.h"
 #include "test.h"
 
 static const char *she_bin;
 static char dir[1024];
 static char bootstrap[256];
 
-typedef struct samples {
-    she_sample_t *v;
-    int n;
-} samples_t;
-
 static samples_t rows; /* the generated samples the cases write */
-
-static she_err_t take_sample(she_sample_t *s, void *opaque, char *errstr, size_t errstr_size) {
-    (void)errstr, (void)errstr_size;
-    samples_t *ss = opaque;
-    ss->v = realloc(ss->v, sizeof(*ss->v) * (ss->n + 1));
-    ss->v[ss->n++] = *s;
-    memset(s, 0, sizeof(*s));
-    return SHE_OK;
-}
 
 /* Appends samples [from, to) of ss to path as JSON Lines. */
 static void append_rows(const char *path, const samples_t *ss, int from, int to) {
@@ -58,58 +46,39 @@ static void append_text(const char *path, const char *text) {
     fclose(f);
 }
 
-/* How many times each of samples [from, to) is on she.samples, into count[i - from]; a
- * message that does not decode, or decodes to something else than the row written under its
- * key, counts in *wrong.  Reads every partition from the start to its high watermark. */
-static void read_samples(const samples_t *ss, int from, int to, int *count, int *wrong) {
+typedef struct tally {
+    const samples_t *ss;
+    int from, to, *count, wrong;
+} tally_t;
+
+/* Counts a sample message against the rows written: one that does not decode, or decodes to
+ * something else than the row written under its key, is wrong. */
+static void tally_sample(const rd_kafka_message_t *m, she_avro_codec_t *ac, void *opaque) {
+    tally_t *t = opaque;
     char err[512];
-    memset(count, 0, sizeof(int) * (size_t)(to - from));
-    *wrong = 0;
-    rd_kafka_conf_t *conf = rd_kafka_conf_new();
-    rd_kafka_conf_set(conf, "bootstrap.servers", bootstrap, err, sizeof(err));
-    rd_kafka_conf_set(conf, "group.id", "test-samples-reader", err, sizeof(err));
-    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, err, sizeof(err));
-    SHE_ASSERT(rk != NULL);
-    rd_kafka_poll_set_consumer(rk);
-    she_avro_codec_t *ac = NULL;
-    SHE_ASSERT(she_msg_codec_open(NULL, &ac, err, sizeof(err)) == SHE_OK);
-    enum { PARTITIONS = 8 }; /* she.samples in core/topics.c */
-    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(PARTITIONS);
-    int64_t want = 0;
-    for (int p = 0; p < PARTITIONS; p++) {
-        int64_t lo = 0, hi = 0;
-        rd_kafka_query_watermark_offsets(rk, "she.samples", p, &lo, &hi, 10000);
-        want += hi - lo;
-        rd_kafka_topic_partition_list_add(l, "she.samples", p)->offset = RD_KAFKA_OFFSET_BEGINNING;
-    }
-    rd_kafka_assign(rk, l);
-    rd_kafka_topic_partition_list_destroy(l);
-    int64_t got = 0;
-    for (double t0 = she_now_s(); got < want && she_now_s() - t0 < 20;) {
-        rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, 200);
-        if (!m)
-            continue;
-        if (!m->err) {
-            got++;
-            she_sample_t s = {0};
-            int found = 0;
-            if (she_msg_decode_sample(ac, m->payload, m->len, &s, err, sizeof(err)) == SHE_OK)
-                for (int i = from; i < to; i++)
-                    if (strcmp(s.sample_id, ss->v[i].sample_id) == 0 &&
-                        strcmp(s.query, ss->v[i].query) == 0 &&
-                        strcmp(s.item_title, ss->v[i].item_title) == 0 && m->key_len ==
-                        strlen(s.sample_id) && memcmp(m->key, s.sample_id, m->key_len) == 0) {
-                        count[i - from]++;
-                        found = 1;
-                    }
-            *wrong += !found;
-            she_sample_clear(&s);
+    she_sample_t s = {0};
+    int found = 0;
+    if (she_msg_decode_sample(ac, m->payload, m->len, &s, err, sizeof(err)) == SHE_OK)
+        for (int i = t->from; i < t->to; i++) {
+            const she_sample_t *w = &t->ss->v[i];
+            if (strcmp(s.sample_id, w->sample_id) == 0 && strcmp(s.query, w->query) == 0 &&
+                strcmp(s.item_title, w->item_title) == 0 && m->key_len == strlen(s.sample_id) &&
+                memcmp(m->key, s.sample_id, m->key_len) == 0) {
+                t->count[i - t->from]++;
+                found = 1;
+            }
         }
-        rd_kafka_message_destroy(m);
-    }
-    she_avro_codec_free(ac);
-    rd_kafka_consumer_close(rk);
-    rd_kafka_destroy(rk);
+    t->wrong += !found;
+    she_sample_clear(&s);
+}
+
+/* How many times each of samples [from, to) is on she.samples, into count[i - from]; other
+ * messages count in *wrong. */
+static void read_samples(const samples_t *ss, int from, int to, int *count, int *wrong) {
+    memset(count, 0, sizeof(int) * (size_t)(to - from));
+    tally_t t = {.ss = ss, .from = from, .to = to, .count = count};
+    tp_read_topic(bootstrap, "she.samples", 8 /* core/topics.c */, tally_sample, &t);
+    *wrong = t.wrong;
 }
 
 /* Samples [from, to) each once on she.samples (and nothing else there besides rows before
@@ -216,12 +185,7 @@ int main(void) {
         fprintf(stderr, "cannot make %s\n", dir);
         return 1;
     }
-    char errstr[SHE_ERRSTR_SIZE];
-    she_gendata_opts_t o;
-    she_gendata_opts_default(&o);
-    o.n_samples = 40;
-    o.seed = 5;
-    SHE_ASSERT(she_gendata_run(&o, take_sample, &rows, errstr, sizeof(errstr)) == SHE_OK);
+    gen_samples(&rows, 40, 5);
     pid_t broker = tp_start_broker(she_bin, dir, bootstrap, sizeof(bootstrap));
     if (broker <= 0) {
         fprintf(stderr, "the broker did not come up: see %s/broker.log\n", dir);
@@ -230,8 +194,6 @@ int main(void) {
     RUN(test_stdin);
     RUN(test_follow);
     CHECK_EQ_INT(tp_stop(broker), 0);
-    for (int i = 0; i < rows.n; i++)
-        she_sample_clear(&rows.v[i]);
-    free(rows.v);
+    free_samples(&rows);
     TEST_DONE();
 }

@@ -52,6 +52,7 @@
 #include "policy_watch.h"
 #include "proc.h"
 #include "stream.h"
+#include "samples.h"
 #include "test.h"
 #include "trainer/sft.h"
 
@@ -192,34 +193,14 @@ static double metric_http(int port, const char *series) {
 
 /* ---- tiny policies ---- */
 
-typedef struct samples {
-    she_sample_t *v;
-    int n;
-} samples_t;
-
-static she_err_t take_sample(she_sample_t *s, void *opaque, char *errstr, size_t errstr_size) {
-    (void)errstr, (void)errstr_size;
-    samples_t *ss = opaque;
-    ss->v = realloc(ss->v, sizeof(*ss->v) * (size_t)(ss->n + 1));
-    ss->v[ss->n++] = *s;
-    memset(s, 0, sizeof(*s));
-    return SHE_OK;
-}
-
 static she_tokenizer_t *make_tokenizer(void) {
     char errstr[SHE_ERRSTR_SIZE];
     samples_t ss = {0};
-    she_gendata_opts_t o;
-    she_gendata_opts_default(&o);
-    o.n_samples = 200;
-    o.seed = 5;
-    SHE_ASSERT(she_gendata_run(&o, take_sample, &ss, errstr, sizeof(errstr)) == SHE_OK);
+    gen_samples(&ss, 200, 5);
     she_tokenizer_t *tok = NULL;
     if (she_sft_train_tokenizer(ss.v, ss.n, NULL, NULL, 320, &tok, errstr, sizeof(errstr)))
         fprintf(stderr, "tokenizer: %s\n", errstr);
-    for (int i = 0; i < ss.n; i++)
-        she_sample_clear(&ss.v[i]);
-    free(ss.v);
+    free_samples(&ss);
     return tok;
 }
 

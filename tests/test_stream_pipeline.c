@@ -58,6 +58,8 @@
 #include "policy_watch.h"
 #include "stream.h"
 #include "proc.h"
+#include "samples.h"
+#include "topic.h"
 #include "sha256.h"
 #include "test.h"
 #include "trainer/sft.h"
@@ -114,35 +116,6 @@ static void spawn_learners(const char *log, const char *const *args, pid_t *pids
 
 /* ---- a tiny policy: trained tokenizer, random weights ---- */
 
-typedef struct samples {
-    she_sample_t *v;
-    int n;
-} samples_t;
-
-static she_err_t take_sample(she_sample_t *s, void *opaque, char *errstr, size_t errstr_size) {
-    (void)errstr, (void)errstr_size;
-    samples_t *ss = opaque;
-    ss->v = realloc(ss->v, sizeof(*ss->v) * (ss->n + 1));
-    ss->v[ss->n++] = *s;
-    memset(s, 0, sizeof(*s));
-    return SHE_OK;
-}
-
-static void gen_samples(samples_t *ss, int n, uint64_t seed) {
-    char errstr[SHE_ERRSTR_SIZE];
-    she_gendata_opts_t o;
-    she_gendata_opts_default(&o);
-    o.n_samples = n;
-    o.seed = seed;
-    SHE_ASSERT(she_gendata_run(&o, take_sample, ss, errstr, sizeof(errstr)) == SHE_OK);
-}
-
-static void free_samples(samples_t *ss) {
-    for (int i = 0; i < ss->n; i++)
-        she_sample_clear(&ss->v[i]);
-    free(ss->v);
-}
-
 static int make_policy(const char *out, const samples_t *ss) {
     char errstr[SHE_ERRSTR_SIZE], tmp[1300], path[1400];
     she_tokenizer_t *tok = NULL;
@@ -184,6 +157,19 @@ static int make_policy(const char *out, const samples_t *ss) {
     return err == SHE_OK ? 0 : -1;
 }
 
+/* A tiny policy in dir/policy (its path into policy; a second copy in also, when given) and
+ * the embedded broker: 0, or -1 when either could not be made. */
+static int start_with_policy(char *policy, size_t cap, const char *also) {
+    samples_t pool = {0};
+    snprintf(policy, cap, "%s/policy", dir);
+    gen_samples(&pool, 200, 3);
+    int rc = make_policy(policy, &pool) == 0 && (!also || make_policy(also, &pool) == 0) ? 0 : -1;
+    free_samples(&pool);
+    if (rc == 0)
+        broker_pid = tp_start_broker(she_bin, dir, bootstrap, sizeof(bootstrap));
+    return rc == 0 && broker_pid > 0 ? 0 : -1;
+}
+
 /* ---- raw Kafka ---- */
 
 static rd_kafka_t *producer(void) {
@@ -209,48 +195,22 @@ typedef struct dead_letters {
     int n;
 } dead_letters_t;
 
-static void read_dead_letters(dead_letters_t *dl) {
+static void take_dead_letter(const rd_kafka_message_t *m, she_avro_codec_t *ac, void *opaque) {
+    dead_letters_t *dl = opaque;
     char err[512];
-    rd_kafka_conf_t *conf = rd_kafka_conf_new();
-    rd_kafka_conf_set(conf, "bootstrap.servers", bootstrap, err, sizeof(err));
-    rd_kafka_conf_set(conf, "group.id", "test-dl-reader", err, sizeof(err));
-    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, err, sizeof(err));
-    rd_kafka_poll_set_consumer(rk);
-    she_avro_codec_t *ac = NULL;
-    SHE_ASSERT(she_msg_codec_open(NULL, &ac, err, sizeof(err)) == SHE_OK);
-    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(2);
-    int64_t hi[2] = {0, 0};
-    for (int p = 0; p < 2; p++) {
-        int64_t lo;
-        rd_kafka_query_watermark_offsets(rk, "she.deadletter", p, &lo, &hi[p], 10000);
-        rd_kafka_topic_partition_list_add(l, "she.deadletter", p)->offset =
-            RD_KAFKA_OFFSET_BEGINNING;
+    she_dead_letter_t d = {0};
+    if (she_msg_decode_dead_letter(ac, m->payload, m->len, &d, err, sizeof(err)) == SHE_OK) {
+        dl->key = realloc(dl->key, sizeof(char *) * (dl->n + 1));
+        dl->topic = realloc(dl->topic, sizeof(char *) * (dl->n + 1));
+        dl->key[dl->n] = strndup(d.key ? (char *)d.key : "", d.key ? d.key_len : 0);
+        dl->topic[dl->n] = strdup(d.source_topic);
+        dl->n++;
     }
-    rd_kafka_assign(rk, l);
-    rd_kafka_topic_partition_list_destroy(l);
-    int64_t want = hi[0] + hi[1], got = 0;
-    for (double t0 = she_now_s(); got < want && she_now_s() - t0 < 20;) {
-        rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, 200);
-        if (!m)
-            continue;
-        if (!m->err) {
-            got++;
-            she_dead_letter_t d = {0};
-            if (she_msg_decode_dead_letter(ac, m->payload, m->len, &d, err, sizeof(err)) ==
-                SHE_OK) {
-                dl->key = realloc(dl->key, sizeof(char *) * (dl->n + 1));
-                dl->topic = realloc(dl->topic, sizeof(char *) * (dl->n + 1));
-                dl->key[dl->n] = strndup(d.key ? (char *)d.key : "", d.key ? d.key_len : 0);
-                dl->topic[dl->n] = strdup(d.source_topic);
-                dl->n++;
-            }
-            she_msg_clear_dead_letter(&d);
-        }
-        rd_kafka_message_destroy(m);
-    }
-    she_avro_codec_free(ac);
-    rd_kafka_consumer_close(rk);
-    rd_kafka_destroy(rk);
+    she_msg_clear_dead_letter(&d);
+}
+
+static void read_dead_letters(dead_letters_t *dl) {
+    tp_read_topic(bootstrap, "she.deadletter", 2, take_dead_letter, dl);
 }
 
 static int dead_lettered(const dead_letters_t *dl, const char *key, const char *topic) {
@@ -698,13 +658,8 @@ static void file_sha(const char *rel, char hex[65]) {
 }
 
 static void test_resume(void) {
-    samples_t pool = {0};
     char policy[1200];
-    snprintf(policy, sizeof(policy), "%s/policy", dir);
-    gen_samples(&pool, 200, 3);
-    REQUIRE(make_policy(policy, &pool) == 0);
-    free_samples(&pool);
-    REQUIRE((broker_pid = tp_start_broker(she_bin, dir, bootstrap, sizeof(bootstrap))) > 0);
+    REQUIRE(start_with_policy(policy, sizeof(policy), NULL) == 0);
     produce_groups(0, 24, 4, 300, 0);
 
     CHECK_EQ_INT(run_learner(policy, "a", 0, 90), 0);
@@ -760,13 +715,8 @@ static void test_resume(void) {
  * first are skipped, the second go back to she.samples; neither is trained on, and the counts
  * survive in the checkpoint. */
 static void test_dedup(void) {
-    samples_t pool = {0};
     char policy[1200];
-    snprintf(policy, sizeof(policy), "%s/policy", dir);
-    gen_samples(&pool, 200, 3);
-    REQUIRE(make_policy(policy, &pool) == 0);
-    free_samples(&pool);
-    REQUIRE((broker_pid = tp_start_broker(she_bin, dir, bootstrap, sizeof(bootstrap))) > 0);
+    REQUIRE(start_with_policy(policy, sizeof(policy), NULL) == 0);
     /* 2 steps of 4 groups by v0, then the v1 checkpoint */
     produce_groups(0, 8, 4, 300, 0);
     CHECK_EQ_INT(run_learner_for(policy, "d", "2", "learn.staleness=0", 0, 90), 0);
@@ -839,15 +789,11 @@ static int decisions_by(int64_t v, int *n_all) {
 }
 
 static void test_staleness(void) {
-    samples_t pool = {0}, ss = {0};
+    samples_t ss = {0};
     char policy[1200], v4[1200], dec[1200], errstr[SHE_ERRSTR_SIZE];
-    snprintf(policy, sizeof(policy), "%s/policy", dir);
     snprintf(v4, sizeof(v4), "%s/v4", dir);
     snprintf(dec, sizeof(dec), "%s/decisions.jsonl", dir);
-    gen_samples(&pool, 200, 3);
-    REQUIRE(make_policy(policy, &pool) == 0 && make_policy(v4, &pool) == 0);
-    free_samples(&pool);
-    REQUIRE((broker_pid = tp_start_broker(she_bin, dir, bootstrap, sizeof(bootstrap))) > 0);
+    REQUIRE(start_with_policy(policy, sizeof(policy), v4) == 0);
     const char *a[] = {"rollout", "--bootstrap", bootstrap, KAFKA_FAST, "--policy", policy,
                        "--group", "2", "--max-new", "8", "--batch", "4", "--decisions-file",
                        dec, "--staleness", "2", NULL};
@@ -929,14 +875,10 @@ static int wait_decisions(int n, double timeout_s) {
 }
 
 static void test_curriculum(void) {
-    samples_t pool = {0}, ss = {0};
+    samples_t ss = {0};
     char policy[1200], dec[1200], path[1200], errstr[SHE_ERRSTR_SIZE], got[512];
-    snprintf(policy, sizeof(policy), "%s/policy", dir);
     snprintf(dec, sizeof(dec), "%s/decisions.jsonl", dir);
-    gen_samples(&pool, 200, 3);
-    REQUIRE(make_policy(policy, &pool) == 0);
-    free_samples(&pool);
-    REQUIRE((broker_pid = tp_start_broker(she_bin, dir, bootstrap, sizeof(bootstrap))) > 0);
+    REQUIRE(start_with_policy(policy, sizeof(policy), NULL) == 0);
     const char *stages = "selection.stages=easy:0.5-1:none:2,all:0-1:none:0";
     const char *ca[] = {"control", "--bootstrap", bootstrap, KAFKA_FAST, "--set",
                         "control.step.groups=8", "--set", stages, NULL};
