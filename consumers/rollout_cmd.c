@@ -12,7 +12,11 @@
  * The policy follows she.checkpoints (core/policy_watch.h): a verified new version is swapped
  * in between two batches.  Staleness bound: while the live policy is more than
  * rollout.staleness versions behind the newest announcement (a refused or still-loading
- * checkpoint), consumption pauses, so no work the learner would reject is made.
+ * checkpoint), consumption pauses, so no work the learner would reject is made.  With
+ * rollout.max.backlog it also pauses while more groups than that wait downstream (not yet
+ * consumed by the reward consumers, or rewarded and not yet trained on): made faster than the
+ * slowest stage takes them, they would only wait until they are stale, and take the CPU that
+ * stage needs (core/backlog.h).
  *
  * Every selection decision can be appended to rollout.decisions.file as a JSON line
  * (sample_id, reason, partition, offset, policy_version): an audit trail that survives a kill,
@@ -26,6 +30,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "backlog.h"
 #include "cmd.h"
 #include "commands.h"
 #include "consumers/selection_conf.h"
@@ -58,6 +63,14 @@ static const she_conf_def_t rollout_defs[] = {
     {"rollout.staleness", SHE_CONF_INT, "2",
      "K: pause while the policy is more than K versions behind the newest announced", 0, 1e9,
      NULL, "staleness"},
+    {"rollout.max.backlog", SHE_CONF_INT, "0",
+     "pause while more groups than this are made but not yet consumed downstream (she.rollouts "
+     "by rollout.backlog.groups' first group, she.rewarded by its second); 0 = no bound.  The "
+     "learner mirrors its offsets at checkpoints, so keep it above learn.batch x "
+     "learn.checkpoint.every (2x that is a good value)", 0, 1e12, NULL, "max-backlog"},
+    {"rollout.backlog.groups", SHE_CONF_STR, "she-reward,she-learn",
+     "consumer groups of she.rollouts and she.rewarded whose backlog rollout.max.backlog bounds",
+     0, 0, NULL, NULL},
     {"rollout.seed", SHE_CONF_INT, "1", "seed of the sampling draws", 0, 1e15, NULL, NULL},
     {"rollout.group.id", SHE_CONF_STR, "she-rollout", "consumer group", 0, 0, NULL, NULL},
     {"rollout.decisions.file", SHE_CONF_STR, NULL, "append every selection decision here (JSONL)",
@@ -94,8 +107,12 @@ typedef struct roller {
     she_rollout_group_t *groups;
     she_metric_t *m_rejected, *m_tokens;
     she_metric_series_t *s_admitted, *s_rollouts, *s_tok_gen, *s_tok_prompt, *s_lo, *s_hi,
-        *s_stage;
-    int paused;
+        *s_stage, *s_backlog;
+    she_backlog_t *backlog[2]; /* she.rollouts and she.rewarded, of the groups downstream */
+    int64_t max_backlog, last_backlog, backlog_read_ms;
+    int64_t made_since_read; /* groups published since the backlog was last read */
+    int64_t backlog_est;     /* the last read plus made_since_read */
+    int paused, stale, full;
 } roller_t;
 
 static void set_band_metrics(roller_t *r) {
@@ -237,6 +254,7 @@ static void roll_out(roller_t *r) {
                 she_stream_dead_letter(r->st, p->rkm, perr);
             } else {
                 she_metrics_inc(r->s_rollouts);
+                r->made_since_read++;
                 she_metrics_add(r->s_tok_prompt, g->n_prompt_tokens);
                 for (int k = 0; k < g->n_responses; k++)
                     she_metrics_add(r->s_tok_gen, g->responses[k].n_tokens);
@@ -250,32 +268,72 @@ static void roll_out(roller_t *r) {
     r->n_pend = 0;
 }
 
-/* Pauses or resumes the sample partitions by the staleness bound.  While stale the pause is
- * applied again at every check: partitions assigned after it (the group's first join comes
- * after start-up, a rebalance hands over more) would otherwise be consumed. */
-static void check_staleness(roller_t *r) {
+/* Whether the groups downstream have more than rollout.max.backlog groups to go.  The topics
+ * are read at most once a second; in between, the groups published since the last read are
+ * added to it (a small policy makes tens a second).  A failed read does not pause: the bound is
+ * an economy, not a guarantee. */
+static int backlog_full(roller_t *r) {
+    if (r->max_backlog <= 0)
+        return 0;
+    int64_t now = she_stream_now_ms();
+    if (now - r->backlog_read_ms < 1000) {
+        r->backlog_est = r->last_backlog + r->made_since_read;
+        return r->backlog_est > r->max_backlog;
+    }
+    r->backlog_read_ms = now;
+    char errstr[SHE_ERRSTR_SIZE];
+    int64_t sum = 0;
+    for (int i = 0; i < 2; i++) {
+        int64_t n = 0;
+        if (she_backlog_read(r->backlog[i], 2000, &n, errstr, sizeof(errstr)) != SHE_OK) {
+            she_log_warn(r->lg, "%s: not bounding the backlog this time", errstr);
+            return 0;
+        }
+        sum += n;
+    }
+    r->last_backlog = r->backlog_est = sum;
+    r->made_since_read = 0;
+    she_metrics_set(r->s_backlog, (double)sum);
+    return sum > r->max_backlog;
+}
+
+/* Pauses or resumes the sample partitions: paused while the policy is more than
+ * rollout.staleness versions behind the newest announcement (its work would be refused) or
+ * the backlog downstream is over rollout.max.backlog (its work would wait until it is stale).
+ * While paused the pause is applied again at every check: partitions assigned after it (the
+ * group's first join comes after start-up, a rebalance hands over more) would otherwise be
+ * consumed. */
+static void check_pause(roller_t *r) {
     int stale = she_policy_watch_lag(r->pw) > r->staleness;
-    if (stale == r->paused && !stale)
+    int full = backlog_full(r);
+    int pause = stale || full;
+    if (!pause && !r->paused)
         return;
     rd_kafka_t *rk = she_stream_consumer(r->st);
     rd_kafka_topic_partition_list_t *parts = NULL;
     if (rd_kafka_assignment(rk, &parts) != RD_KAFKA_RESP_ERR_NO_ERROR)
         return;
-    if (stale)
+    if (pause)
         rd_kafka_pause_partitions(rk, parts);
     else
         rd_kafka_resume_partitions(rk, parts);
     rd_kafka_topic_partition_list_destroy(parts);
-    if (stale == r->paused)
-        return;
-    r->paused = stale;
-    if (stale)
+    if (stale && !r->stale)
         she_log_warn(r->lg, "policy v%" PRId64 " is %" PRId64 " versions behind the newest "
                      "announcement (bound %" PRId64 "): pausing until a newer one loads",
                      she_policy_watch_version(r->pw), she_policy_watch_lag(r->pw), r->staleness);
-    else
-        she_log_info(r->lg, "policy v%" PRId64 " is current again: resuming",
-                     she_policy_watch_version(r->pw));
+    else if (!stale && r->stale)
+        she_log_info(r->lg, "policy v%" PRId64 " is current again%s",
+                     she_policy_watch_version(r->pw), full ? "" : ": resuming");
+    if (full && !r->full)
+        she_log_info(r->lg, "%" PRId64 " groups made and not yet consumed downstream (bound %"
+                     PRId64 "): pausing", r->backlog_est, r->max_backlog);
+    else if (!full && r->full)
+        she_log_info(r->lg, "backlog down to %" PRId64 " groups%s", r->backlog_est,
+                     stale ? "" : ": resuming");
+    r->paused = pause;
+    r->stale = stale;
+    r->full = full;
 }
 
 /* A sample that arrives while paused (assigned between two checks) is handed back, to be
@@ -304,6 +362,21 @@ static she_err_t setup(roller_t *r, she_metrics_t *reg, char *errstr, size_t err
     r->batch = (int)she_conf_get_int(c, "rollout.batch");
     r->max_prompt = (int)she_conf_get_int(c, "rollout.max.prompt");
     r->staleness = she_conf_get_int(c, "rollout.staleness");
+    r->max_backlog = she_conf_get_int(c, "rollout.max.backlog");
+    if (r->max_backlog > 0) {
+        char groups[512];
+        snprintf(groups, sizeof(groups), "%s", she_conf_get(c, "rollout.backlog.groups"));
+        char *comma = strchr(groups, ',');
+        if (!comma || !comma[1] || comma == groups || strchr(comma + 1, ','))
+            return she_errf(SHE_ERR_CONFIG, errstr, errstr_size,
+                            "rollout.backlog.groups: '%s' is not GROUP,GROUP (the consumers of "
+                            "she.rollouts and of she.rewarded)", groups);
+        *comma = '\0';
+        SHE_TRY(she_backlog_new(c, r->lg, groups, "rollouts", &r->backlog[0], errstr,
+                                errstr_size));
+        SHE_TRY(she_backlog_new(c, r->lg, comma + 1, "rewarded", &r->backlog[1], errstr,
+                                errstr_size));
+    }
     r->seed = (uint64_t)she_conf_get_int(c, "rollout.seed");
     const char *dec = she_conf_get(c, "rollout.decisions.file");
     r->decisions_fd = -1;
@@ -346,7 +419,7 @@ static she_err_t setup(roller_t *r, she_metrics_t *reg, char *errstr, size_t err
     SHE_CHECK_ALLOC(r->pend);
     SHE_CHECK_ALLOC(r->groups);
 
-    she_metric_t *m_adm, *m_roll, *m_thr, *m_stage;
+    she_metric_t *m_adm, *m_roll, *m_thr, *m_stage, *m_backlog;
     SHE_TRY(she_metrics_counter(reg, "she_samples_admitted_total",
                                 "Samples data selection admitted.", NULL, &m_adm, errstr,
                                 errstr_size));
@@ -362,6 +435,10 @@ static she_err_t setup(roller_t *r, she_metrics_t *reg, char *errstr, size_t err
                               errstr_size));
     SHE_TRY(she_metrics_gauge(reg, "she_curriculum_stage", "Index of the curriculum stage.", NULL,
                               &m_stage, errstr, errstr_size));
+    SHE_TRY(she_metrics_gauge(reg, "she_rollout_backlog_groups",
+                              "Groups made and not yet consumed downstream (read when "
+                              "rollout.max.backlog bounds it).", NULL, &m_backlog, errstr,
+                              errstr_size));
     const char *gen[] = {"generated"}, *prm[] = {"prompt"}, *lo[] = {"low"}, *hi[] = {"high"};
     r->s_admitted = she_metrics_series(m_adm, NULL);
     r->s_rollouts = she_metrics_series(m_roll, NULL);
@@ -370,6 +447,7 @@ static she_err_t setup(roller_t *r, she_metrics_t *reg, char *errstr, size_t err
     r->s_lo = she_metrics_series(m_thr, lo);
     r->s_hi = she_metrics_series(m_thr, hi);
     r->s_stage = she_metrics_series(m_stage, NULL);
+    r->s_backlog = she_metrics_series(m_backlog, NULL);
     set_band_metrics(r);
     const char *topics[] = {"samples"};
     return she_stream_subscribe(r->st, topics, 1, errstr, errstr_size);
@@ -414,7 +492,7 @@ int she_cmd_rollout(int argc, char **argv, char **envp) {
             if (she_policy_watch_poll(r.pw))
                 she_log_info(env.lg, "now rolling out with policy v%" PRId64,
                              she_policy_watch_version(r.pw));
-            check_staleness(&r);
+            check_pause(&r);
             int64_t deadline = she_stream_now_ms() + wait_ms;
             while (r.n_pend < r.batch && !she_signals_stop_requested()) {
                 int64_t left = deadline - she_stream_now_ms();
@@ -439,6 +517,8 @@ int she_cmd_rollout(int argc, char **argv, char **envp) {
     she_httpd_free(httpd);
     she_rollout_free(r.ro);
     she_policy_watch_free(r.pw);
+    she_backlog_free(r.backlog[0]);
+    she_backlog_free(r.backlog[1]);
     she_stream_free(r.bc);
     she_stream_free(r.st);
     she_tokenizer_free(r.tok);

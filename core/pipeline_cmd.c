@@ -78,6 +78,9 @@ static const she_conf_def_t pipeline_defs[] = {
     {"pipeline.max.new", SHE_CONF_INT, "96", "response tokens", 8, 4096, NULL, "max-new"},
     {"pipeline.checkpoint.every", SHE_CONF_INT, "5", "learner steps between checkpoints", 1,
      1e12, NULL, "checkpoint-every"},
+    {"pipeline.max.backlog", SHE_CONF_INT, "-1",
+     "rollout.max.backlog of the rollout consumer: -1 = 2 x batch x checkpoint.every, 0 = no "
+     "bound", -1, 1e12, NULL, "max-backlog"},
     {"pipeline.lr", SHE_CONF_DOUBLE, "5e-5", "learner learning rate", 0, 10, NULL, "lr"},
     {"pipeline.threads", SHE_CONF_INT, "1", "OpenMP threads per child", 1, 1024, NULL,
      "threads"},
@@ -569,6 +572,11 @@ static she_err_t start_children(pipeline_t *p, child_t *ch, const char *policy, 
     argf(&a, "%lld", she_conf_get_int(c, "pipeline.max.new"));
     arg(&a, "--decisions-file");
     arg(&a, dec);
+    int64_t backlog = she_conf_get_int(c, "pipeline.max.backlog");
+    if (backlog < 0) /* two checkpoints' worth: the learner mirrors its offsets at each */
+        backlog = 2 * she_conf_get_int(c, "pipeline.batch") *
+                  she_conf_get_int(c, "pipeline.checkpoint.every");
+    argf(&a, "--set=rollout.max.backlog=%lld", (long long)backlog);
     args_split(&a, she_conf_get(c, "pipeline.args.rollout"));
     ch[C_ROLLOUT].pid = spawn(p, "rollout", &a, p->threads);
     args_free(&a);

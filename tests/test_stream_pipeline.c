@@ -26,6 +26,9 @@
  *               are skipped (skip_curriculum) and the easy ones admitted; 8 more records make
  *               the second step, control moves to stage all and says why, the rollout consumer
  *               follows, and the hard samples produced again are admitted.
+ *   backlog     `she rollout --max-backlog 8` with nothing downstream: it makes a few batches of
+ *               groups and pauses (not all 160 samples); once the reward group has committed
+ *               past them (the test commits for it) it resumes and rolls out the rest.
  * An optional argv[2] = N runs `she learn` as N data-parallel ranks (the TCP star on
  * 127.0.0.1; rank r reads the partitions p with p % N == r): accounting then also SIGKILLs
  * every rank after a few steps and restarts them all, and checks that the checkpoint holds
@@ -926,6 +929,70 @@ static void test_curriculum(void) {
     free_samples(&ss);
 }
 
+static void count_message(const rd_kafka_message_t *m, she_avro_codec_t *ac, void *opaque) {
+    (void)m, (void)ac;
+    (*(int *)opaque)++;
+}
+
+static int rollouts_on_topic(void) {
+    int n = 0;
+    tp_read_topic(bootstrap, "she.rollouts", 8, count_message, &n);
+    return n;
+}
+
+/* Commits the high watermarks of she.rollouts for the group she-reward, as a reward consumer
+ * that has taken every group would. */
+static void commit_as_reward(void) {
+    char err[512];
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    rd_kafka_conf_set(conf, "bootstrap.servers", bootstrap, err, sizeof(err));
+    rd_kafka_conf_set(conf, "group.id", "she-reward", err, sizeof(err));
+    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, err, sizeof(err));
+    REQUIRE(rk != NULL);
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(8);
+    for (int p = 0; p < 8; p++) {
+        int64_t lo = 0, hi = 0;
+        rd_kafka_query_watermark_offsets(rk, "she.rollouts", p, &lo, &hi, 10000);
+        rd_kafka_topic_partition_list_add(l, "she.rollouts", p)->offset = hi;
+    }
+    CHECK(rd_kafka_commit(rk, l, 0) == RD_KAFKA_RESP_ERR_NO_ERROR);
+    rd_kafka_topic_partition_list_destroy(l);
+    rd_kafka_destroy(rk);
+}
+
+static void test_backlog(void) {
+    enum { N = 160 }; /* samples: the tiny policy rolls out tens of groups a second */
+    samples_t ss = {0};
+    char policy[1200], path[1200];
+    REQUIRE(start_with_policy(policy, sizeof(policy), NULL) == 0);
+    const char *a[] = {"rollout", "--bootstrap", bootstrap, KAFKA_FAST, "--policy", policy,
+                       "--group", "2", "--max-new", "8", "--batch", "4", "--max-backlog", "8",
+                       NULL};
+    pid_t ro = tp_spawn(she_bin, dir, "rollout", a);
+    gen_samples(&ss, N, 41);
+    write_samples("data.jsonl", &ss, 0, N, 0, path, sizeof(path));
+    CHECK_EQ_INT(tp_wait_exit(start_produce(path), 60), 0);
+    double t0 = she_now_s();
+    while (log_lines("rollout.log", "not yet consumed downstream (bound 8): pausing") == 0 &&
+           she_now_s() - t0 < 30)
+        usleep(200000);
+    sleep(3); /* it would go on here, were it not paused */
+    int made = rollouts_on_topic();
+    fprintf(stderr, "%d groups made before the pause\n", made);
+    /* over the bound by at most what a second between two reads makes */
+    CHECK_MSG(made > 8 && made < N, "%d of %d groups made against a backlog bound of 8", made, N);
+    commit_as_reward();
+    int after = made;
+    for (t0 = she_now_s(); after < N && she_now_s() - t0 < 40; usleep(500000)) {
+        after = rollouts_on_topic();
+        commit_as_reward(); /* for the reward stage there is not */
+    }
+    CHECK(log_lines("rollout.log", "groups: resuming") >= 1);
+    CHECK_EQ_INT(after, N);
+    CHECK_EQ_INT(tp_stop(ro), 0);
+    free_samples(&ss);
+}
+
 int main(int argc, char **argv) {
     she_bin = getenv("SHE_BIN");
     const char *tmp = getenv("SHE_TEST_TMP");
@@ -933,7 +1000,7 @@ int main(int argc, char **argv) {
         ranks = atoi(argv[2]);
     if (!she_bin || !tmp || argc < 2 || ranks < 1 || ranks > 8) {
         fprintf(stderr, "usage: SHE_BIN=... SHE_TEST_TMP=... %s accounting|outage|resume|dedup|"
-                "staleness|curriculum [learner ranks, 1..8]\n", argv[0]);
+                "staleness|curriculum|backlog [learner ranks, 1..8]\n", argv[0]);
         return 2;
     }
     snprintf(dir, sizeof(dir), "%s/stream_%s%s%.0d", tmp, argv[1], ranks > 1 ? "_ranks" : "",
@@ -956,6 +1023,8 @@ int main(int argc, char **argv) {
         RUN(test_staleness);
     else if (strcmp(argv[1], "curriculum") == 0)
         RUN(test_curriculum);
+    else if (strcmp(argv[1], "backlog") == 0)
+        RUN(test_backlog);
     else
         return 2;
     if (broker_pid > 0)
