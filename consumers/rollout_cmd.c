@@ -58,7 +58,7 @@ static const she_conf_def_t rollout_defs[] = {
     {"rollout.max.prompt", SHE_CONF_INT, "128", "prompt tokens (the item text is cut to fit)", 2,
      4096, NULL, NULL},
     {"rollout.max.new", SHE_CONF_INT, "96", "response tokens", 1, 4096, NULL, "max-new"},
-    {"rollout.device", SHE_CONF_STR, "cpu", "where responses are generated: cpu, cuda or cuda:N",
+    {"rollout.device", SHE_CONF_STR, "cpu", "where responses are generated: cpu, cuda or cuda:N, optionally /tf32 or /bf16 GEMMs",
      0, 0, NULL, "device"},
     {"rollout.staleness", SHE_CONF_INT, "2",
      "K: pause while the policy is more than K versions behind the newest announced", 0, 1e9,

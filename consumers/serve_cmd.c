@@ -62,7 +62,7 @@ static const she_conf_def_t serve_defs[] = {
      1000000, NULL, NULL},
     {"serve.shadow.share", SHE_CONF_DOUBLE, "0.1",
      "share of canary-routed requests stable judges too (agreement)", 0, 1, NULL, NULL},
-    {"serve.device", SHE_CONF_STR, "cpu", "where judging runs: cpu, cuda or cuda:N", 0, 0, NULL,
+    {"serve.device", SHE_CONF_STR, "cpu", "where judging runs: cpu, cuda or cuda:N, optionally /tf32 or /bf16 GEMMs", 0, 0, NULL,
      "device"},
     {"serve.max.prompt", SHE_CONF_INT, "128", "prompt tokens (the item text is cut to fit)", 2,
      4096, NULL, NULL},

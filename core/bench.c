@@ -104,8 +104,7 @@ double she_bench_sgemm_gflops(const she_model_config_t *c, int N, int reps) {
     return flops / secs / 1e9;
 }
 
-she_err_t she_bench_train(const she_model_config_t *cfg, const she_device_t *dev, int tf32,
-                          int B, int T, int steps, she_bench_train_t *out, char *errstr,
+she_err_t she_bench_train(const she_model_config_t *cfg, const she_device_t *dev, int B, int T, int steps, she_bench_train_t *out, char *errstr,
                           size_t errstr_size) {
     she_model_t *m = NULL;
     SHE_TRY(she_model_new(cfg, B, T, &m, errstr, errstr_size));
@@ -114,8 +113,6 @@ she_err_t she_bench_train(const she_model_config_t *cfg, const she_device_t *dev
     she_adamw_config_t hp = she_adamw_defaults();
     she_engine_t *e = NULL;
     she_err_t err = she_engine_new(m, opt, dev, &e, errstr, errstr_size);
-    if (err == SHE_OK)
-        err = she_engine_set_tf32(e, tf32, errstr, errstr_size);
     size_t N = (size_t)B * T;
     int32_t *tok = malloc(N * sizeof(int32_t)), *tgt = malloc(N * sizeof(int32_t));
     float *logp = malloc(N * sizeof(float)), *dlogp = malloc(N * sizeof(float));
@@ -170,8 +167,7 @@ she_err_t she_bench_train(const she_model_config_t *cfg, const she_device_t *dev
     return err;
 }
 
-she_err_t she_bench_generate(const she_model_config_t *cfg, const she_device_t *dev, int tf32,
-                             int B, int prompt_len, int n_new, int runs, she_bench_gen_t *out,
+she_err_t she_bench_generate(const she_model_config_t *cfg, const she_device_t *dev, int B, int prompt_len, int n_new, int runs, she_bench_gen_t *out,
                              char *errstr, size_t errstr_size) {
     she_model_t *m = NULL;
     she_engine_t *e = NULL;
@@ -179,8 +175,6 @@ she_err_t she_bench_generate(const she_model_config_t *cfg, const she_device_t *
     SHE_TRY(she_model_new(cfg, 1, 2, &m, errstr, errstr_size));
     she_model_init_weights(m, 1, 0.02f);
     she_err_t err = she_engine_new(m, NULL, dev, &e, errstr, errstr_size);
-    if (err == SHE_OK)
-        err = she_engine_set_tf32(e, tf32, errstr, errstr_size);
     if (err == SHE_OK)
         err = she_engine_sampler_new(e, B, prompt_len + n_new, &s, errstr, errstr_size);
     int32_t *prompts = malloc((size_t)B * prompt_len * sizeof(int32_t));

@@ -2,7 +2,7 @@
  *
  * Every figure is measured in the same process as its reference: the sgemm GFLOP/s that
  * OpenBLAS (its own threads) reaches on the model's own matrix shapes -- or, on a CUDA device,
- * the cuBLAS SGEMM GFLOP/s on the same shapes in the same math mode (FP32 or TF32) -- so ratios
+ * the cuBLAS GEMM GFLOP/s on the same shapes in the same math mode (FP32, TF32 or BF16) -- so ratios
  * are comparable across machines and runs.  Times are medians of repeated runs.  Training and
  * generation run through the engine façade (engine.h) on the device given. */
 #ifndef SHE_BENCH_H
@@ -27,18 +27,19 @@ typedef struct she_bench_train {
     double forward_frac, backward_frac, adamw_frac;
 } she_bench_train_t;
 
-/* cuBLAS SGEMM GFLOP/s on CUDA device `device` on the shapes she_bench_sgemm_gflops times, with
- * TF32 tensor-core math when tf32 (else full FP32); per shape the median of reps runs timed
+/* cuBLAS GEMM GFLOP/s (FP32 operands) on CUDA device `device` on the shapes
+ * she_bench_sgemm_gflops times, in math mode `math` (model_cuda.h: the compute type the model's
+ * own GEMMs use in that mode); per shape the median of reps runs timed
  * with CUDA events after a warm-up.  SHE_ERR_CUDA on a device failure, SHE_ERR_UNSUPPORTED in
  * a build without CUDA. */
 she_err_t she_bench_cublas_gflops(const she_model_config_t *cfg, int device, int rows, int reps,
-                                  int tf32, double *gflops, char *errstr, size_t errstr_size);
+                                  she_math_t math, double *gflops, char *errstr,
+                                  size_t errstr_size);
 
 /* Times `steps` training steps (forward + backward + AdamW, after one warm-up) on B x T on dev
- * (TF32 GEMMs when tf32, on a device).  On a device each phase is waited for before its clock
+ * (in dev's math mode).  On a device each phase is waited for before its clock
  * is read, so the fractions are of device time. */
-she_err_t she_bench_train(const she_model_config_t *cfg, const she_device_t *dev, int tf32,
-                          int B, int T, int steps, she_bench_train_t *out, char *errstr,
+she_err_t she_bench_train(const she_model_config_t *cfg, const she_device_t *dev, int B, int T, int steps, she_bench_train_t *out, char *errstr,
                           size_t errstr_size);
 
 typedef struct she_bench_gen {
@@ -48,8 +49,7 @@ typedef struct she_bench_gen {
 /* Times generation of n_new tokens after distinct prompt_len-token prompts for B rows with the
  * KV-cache sampler on dev (temperature 0.99, top-k 100, no early stop), `runs` runs after a
  * warm-up. */
-she_err_t she_bench_generate(const she_model_config_t *cfg, const she_device_t *dev, int tf32,
-                             int B, int prompt_len, int n_new, int runs, she_bench_gen_t *out,
+she_err_t she_bench_generate(const she_model_config_t *cfg, const she_device_t *dev, int B, int prompt_len, int n_new, int runs, she_bench_gen_t *out,
                              char *errstr, size_t errstr_size);
 
 #endif

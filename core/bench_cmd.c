@@ -50,8 +50,9 @@ static const she_conf_def_t bench_defs[] = {
     {"bench.device", SHE_CONF_STR, "auto",
      "device of the GPU section: auto (cuda:0 when a CUDA device exists), cpu (no GPU section), "
      "cuda or cuda:N", 0, 0, NULL, "device"},
-    {"bench.tf32", SHE_CONF_BOOL, "true", "GPU section: TF32 figures next to the FP32 ones", 0,
-     0, NULL, NULL},
+    {"bench.math", SHE_CONF_STR, "fp32,tf32,bf16",
+     "GPU section: the math modes of the GEMMs measured, each against cuBLAS in the same mode "
+     "(comma-separated: fp32, tf32, bf16)", 0, 0, NULL, "math"},
     {"bench.gpu.allreduce.mb", SHE_CONF_INT, "64",
      "GPU section: NCCL all-reduce of this many MiB on one GPU and on all visible GPUs "
      "(0 = skip)", 0, 4096, NULL, NULL},
@@ -69,6 +70,8 @@ typedef struct bench {
     she_model_config_t cfg;
     int B, T, reps, steps, gen_runs, prompt, n_new;
     int gen_batch[MAX_GEN_BATCHES], n_gen_batches;
+    she_math_t math[3]; /* bench.math, in its order */
+    int n_math;
 } bench_t;
 
 /* "1,16,64" -> sizes; SHE_ERR_CONFIG naming the bad entry. */
@@ -89,10 +92,32 @@ static she_err_t parse_batches(bench_t *b, const char *text, char *errstr, size_
     return SHE_OK;
 }
 
+/* "fp32,tf32" -> modes; SHE_ERR_CONFIG naming the bad or repeated entry. */
+static she_err_t parse_math(bench_t *b, const char *text, char *errstr, size_t errstr_size) {
+    char buf[256], why[SHE_ERRSTR_SIZE];
+    snprintf(buf, sizeof(buf), "%s", text);
+    b->n_math = 0;
+    for (char *save = NULL, *tok = strtok_r(buf, ",", &save); tok;
+         tok = strtok_r(NULL, ",", &save)) {
+        she_math_t m;
+        if (she_math_parse(tok, &m, why, sizeof(why)) != SHE_OK)
+            return she_errf(SHE_ERR_CONFIG, errstr, errstr_size, "bench.math: %s", why);
+        for (int i = 0; i < b->n_math; i++)
+            if (b->math[i] == m)
+                return she_errf(SHE_ERR_CONFIG, errstr, errstr_size,
+                                "bench.math: '%s' is listed twice", tok);
+        b->math[b->n_math++] = m;
+    }
+    if (b->n_math == 0)
+        return she_errf(SHE_ERR_CONFIG, errstr, errstr_size,
+                        "bench.math: no math mode (fp32, tf32, bf16)");
+    return SHE_OK;
+}
+
 /* ---- the CPU section ---- */
 
 static she_err_t cpu_section(const bench_t *b, char *errstr, size_t errstr_size) {
-    she_device_t cpu = {SHE_DEVICE_CPU, 0};
+    she_device_t cpu = {SHE_DEVICE_CPU, 0, SHE_MATH_FP32};
     printf("omp_threads=%d\nopenblas_threads=%d\nopenblas_core=%s\nopenblas_coretype_env=%s\n",
            omp_get_max_threads(), openblas_get_num_threads(), openblas_get_corename(),
            getenv("OPENBLAS_CORETYPE") ? getenv("OPENBLAS_CORETYPE") : "unset");
@@ -102,7 +127,7 @@ static she_err_t cpu_section(const bench_t *b, char *errstr, size_t errstr_size)
     fflush(stdout);
     if (she_conf_get_bool(b->conf, "bench.train")) {
         she_bench_train_t tr;
-        SHE_TRY(she_bench_train(&b->cfg, &cpu, 0, b->B, b->T, b->steps, &tr, errstr,
+        SHE_TRY(she_bench_train(&b->cfg, &cpu, b->B, b->T, b->steps, &tr, errstr,
                                 errstr_size));
         printf("train_step_s=%.4f\ntrain_step_s_min=%.4f\ntrain_tokens_per_s=%.0f\n"
                "train_gflops=%.2f\ntrain_gflops_ratio=%.3f\n"
@@ -117,7 +142,7 @@ static she_err_t cpu_section(const bench_t *b, char *errstr, size_t errstr_size)
             /* the decode GEMMs have gb rows: their own sgemm reference, for context */
             double sg_rows = she_bench_sgemm_gflops(&b->cfg, gb, b->reps);
             she_bench_gen_t g;
-            SHE_TRY(she_bench_generate(&b->cfg, &cpu, 0, gb, b->prompt, b->n_new, b->gen_runs,
+            SHE_TRY(she_bench_generate(&b->cfg, &cpu, gb, b->prompt, b->n_new, b->gen_runs,
                                        &g, errstr, errstr_size));
             printf("gen_b%d_s=%.4f\ngen_b%d_tokens_per_s=%.1f\ngen_b%d_gflops=%.2f\n"
                    "gen_b%d_gflops_ratio=%.3f\ngen_b%d_sgemm_rows_gflops=%.2f\n",
@@ -238,8 +263,8 @@ static she_err_t allreduce_all_gpus(int n, int mb, char *errstr, size_t errstr_s
     return SHE_OK;
 }
 
-/* Training and generation on dev in FP32 (and TF32), each against cuBLAS in the same mode, then
- * the NCCL all-reduce figures. */
+/* Training and generation on dev in every math mode of bench.math, each against cuBLAS in the
+ * same mode, then the NCCL all-reduce figures. */
 static she_err_t gpu_section(const bench_t *b, const she_device_t *dev, char *errstr,
                              size_t errstr_size) {
     char info[1024], name[SHE_DEVICE_NAME_MAX];
@@ -247,17 +272,18 @@ static she_err_t gpu_section(const bench_t *b, const she_device_t *dev, char *er
     she_device_name(dev, name, sizeof(name));
     printf("gpu_device=%s\ngpu_info=%s\n", name, info);
     fflush(stdout);
-    int modes = she_conf_get_bool(b->conf, "bench.tf32") ? 2 : 1;
-    for (int tf32 = 0; tf32 < modes; tf32++) {
-        const char *m = tf32 ? "tf32" : "fp32";
+    for (int i = 0; i < b->n_math; i++) {
+        she_device_t one = *dev;
+        one.math = b->math[i];
+        const char *m = she_math_name(one.math);
         double ref = 0;
-        SHE_TRY(she_bench_cublas_gflops(&b->cfg, dev->index, b->B * b->T, b->reps, tf32, &ref,
-                                        errstr, errstr_size));
+        SHE_TRY(she_bench_cublas_gflops(&b->cfg, one.index, b->B * b->T, b->reps, one.math,
+                                        &ref, errstr, errstr_size));
         printf("gpu_%s_cublas_tflops=%.3f\n", m, ref / 1e3);
         fflush(stdout);
         if (she_conf_get_bool(b->conf, "bench.train")) {
             she_bench_train_t tr;
-            SHE_TRY(she_bench_train(&b->cfg, dev, tf32, b->B, b->T, b->steps, &tr, errstr,
+            SHE_TRY(she_bench_train(&b->cfg, &one, b->B, b->T, b->steps, &tr, errstr,
                                     errstr_size));
             printf("gpu_%s_train_step_s=%.5f\ngpu_%s_train_tokens_per_s=%.0f\n"
                    "gpu_%s_train_tflops=%.3f\ngpu_%s_train_tflops_ratio=%.3f\n"
@@ -269,14 +295,14 @@ static she_err_t gpu_section(const bench_t *b, const she_device_t *dev, char *er
         }
         if (!she_conf_get_bool(b->conf, "bench.generate"))
             continue;
-        for (int i = 0; i < b->n_gen_batches; i++) {
-            int gb = b->gen_batch[i];
+        for (int k = 0; k < b->n_gen_batches; k++) {
+            int gb = b->gen_batch[k];
             double rows_ref = 0;
             she_bench_gen_t g;
-            SHE_TRY(she_bench_cublas_gflops(&b->cfg, dev->index, gb, b->reps, tf32, &rows_ref,
+            SHE_TRY(she_bench_cublas_gflops(&b->cfg, one.index, gb, b->reps, one.math, &rows_ref,
                                             errstr, errstr_size));
-            SHE_TRY(she_bench_generate(&b->cfg, dev, tf32, gb, b->prompt, b->n_new, b->gen_runs,
-                                       &g, errstr, errstr_size));
+            SHE_TRY(she_bench_generate(&b->cfg, &one, gb, b->prompt, b->n_new, b->gen_runs, &g,
+                                       errstr, errstr_size));
             printf("gpu_%s_gen_b%d_s=%.4f\ngpu_%s_gen_b%d_tokens_per_s=%.1f\n"
                    "gpu_%s_gen_b%d_tflops=%.4f\ngpu_%s_gen_b%d_tflops_ratio=%.4f\n"
                    "gpu_%s_gen_b%d_cublas_rows_tflops=%.3f\n",
@@ -323,7 +349,7 @@ int she_cmd_bench(int argc, char **argv, char **envp) {
                           "prints name=value lines: the CPU section with every GFLOP/s figure as a\n"
                           "ratio to cblas_sgemm measured in the same run on the model's shapes;\n"
                           "the GPU section (when a CUDA device exists, or --device cuda[:N]) with\n"
-                          "TFLOP/s as a ratio to cuBLAS SGEMM (FP32 and TF32) on the same shapes\n"
+                          "TFLOP/s as a ratio to cuBLAS GEMM (FP32, TF32, BF16 math) on the same shapes\n"
                           "and NCCL all-reduce bandwidth on one and on all visible GPUs.",
                           bench_defs);
     if (rc >= 0) {
@@ -339,9 +365,11 @@ int she_cmd_bench(int argc, char **argv, char **envp) {
                         : she_model_preset(model, &b.cfg, &b.B, &b.T, errstr, sizeof(errstr));
     if (err == SHE_OK)
         err = parse_batches(&b, she_conf_get(conf, "bench.gen.batches"), errstr, sizeof(errstr));
+    if (err == SHE_OK)
+        err = parse_math(&b, she_conf_get(conf, "bench.math"), errstr, sizeof(errstr));
     /* the GPU section's device: a named one must exist (exit 2), auto takes cuda:0 if any */
     const char *spec = she_conf_get(conf, "bench.device");
-    she_device_t dev = {SHE_DEVICE_CPU, 0};
+    she_device_t dev = {SHE_DEVICE_CPU, 0, SHE_MATH_FP32};
     char skipped[SHE_ERRSTR_SIZE + 64] = "";
     if (err == SHE_OK && strcmp(spec, "auto") == 0) {
         char why[SHE_ERRSTR_SIZE] = "";

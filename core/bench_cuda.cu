@@ -1,6 +1,7 @@
-/* bench_cuda.cu -- the cuBLAS SGEMM reference of `she bench`'s GPU section (bench.h): the
+/* bench_cuda.cu -- the cuBLAS GEMM reference of `she bench`'s GPU section (bench.h): the
  * projection shapes of she_bench_sgemm_gflops, mapped onto cuBLAS's column-major calls as
- * model_cuda.cu maps them, timed with CUDA events on one stream. */
+ * model_cuda.cu maps them, in the compute type of the math mode measured, timed with CUDA
+ * events on one stream. */
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
 #include <stdlib.h>
@@ -12,6 +13,7 @@ extern "C" {
 
 typedef struct gemm_bench {
     cublasHandle_t blas;
+    cublasComputeType_t compute; /* of the math mode measured (cuda_check.h) */
     cudaStream_t stream;
     cudaEvent_t start, stop;
     float *A, *B, *C; /* device buffers of `max` floats each */
@@ -24,18 +26,23 @@ static int cmp_float(const void *a, const void *b) {
 
 /* One product of the kind bench.c times: 0 forward Y = X W^T, 1 input gradient dX = dY W,
  * 2 weight gradient dW += dY^T X; rows N, W of o x n (row-major, as in model.c). */
+static cublasStatus_t mm(const gemm_bench_t *g, cublasOperation_t ta, cublasOperation_t tb, int m,
+                         int n, int k, const float *A, int lda, const float *B, int ldb,
+                         const float *beta, float *C, int ldc) {
+    const float one = 1.0f;
+    return cublasGemmEx(g->blas, ta, tb, m, n, k, &one, A, CUDA_R_32F, lda, B, CUDA_R_32F, ldb,
+                        beta, C, CUDA_R_32F, ldc, g->compute, CUBLAS_GEMM_DEFAULT);
+}
+
 static she_err_t gemm_once(gemm_bench_t *g, int kind, int N, int o, int n, char *errstr,
                            size_t errstr_size) {
     const float one = 1.0f, zero = 0.0f;
     if (kind == 0)
-        SHE_TRY_CUBLAS(cublasSgemm(g->blas, CUBLAS_OP_T, CUBLAS_OP_N, o, N, n, &one, g->B, n,
-                                   g->A, n, &zero, g->C, o));
+        SHE_TRY_CUBLAS(mm(g, CUBLAS_OP_T, CUBLAS_OP_N, o, N, n, g->B, n, g->A, n, &zero, g->C, o));
     else if (kind == 1)
-        SHE_TRY_CUBLAS(cublasSgemm(g->blas, CUBLAS_OP_N, CUBLAS_OP_N, n, N, o, &one, g->B, n,
-                                   g->A, o, &zero, g->C, n));
+        SHE_TRY_CUBLAS(mm(g, CUBLAS_OP_N, CUBLAS_OP_N, n, N, o, g->B, n, g->A, o, &zero, g->C, n));
     else
-        SHE_TRY_CUBLAS(cublasSgemm(g->blas, CUBLAS_OP_N, CUBLAS_OP_T, n, o, N, &one, g->A, n,
-                                   g->B, o, &one, g->C, n));
+        SHE_TRY_CUBLAS(mm(g, CUBLAS_OP_N, CUBLAS_OP_T, n, o, N, g->A, n, g->B, o, &one, g->C, n));
     return SHE_OK;
 }
 
@@ -78,7 +85,7 @@ static she_err_t measure(gemm_bench_t *g, const she_model_config_t *c, int N, in
 }
 
 /* Creates everything measure() uses; on failure what was made is left for release(). */
-static she_err_t acquire(gemm_bench_t *g, int device, size_t max, int tf32, char *errstr,
+static she_err_t acquire(gemm_bench_t *g, int device, size_t max, char *errstr,
                          size_t errstr_size) {
     SHE_TRY_CUDA(cudaSetDevice(device));
     SHE_TRY_CUDA(cudaStreamCreateWithFlags(&g->stream, cudaStreamNonBlocking));
@@ -93,8 +100,6 @@ static she_err_t acquire(gemm_bench_t *g, int device, size_t max, int tf32, char
     SHE_TRY_CUDA(cudaMemsetAsync(g->C, 0, max * sizeof(float), g->stream));
     SHE_TRY_CUBLAS(cublasCreate(&g->blas));
     SHE_TRY_CUBLAS(cublasSetStream(g->blas, g->stream));
-    SHE_TRY_CUBLAS(cublasSetMathMode(g->blas, tf32 ? CUBLAS_TF32_TENSOR_OP_MATH
-                                                   : CUBLAS_DEFAULT_MATH));
     return SHE_OK;
 }
 
@@ -113,8 +118,8 @@ static void release(gemm_bench_t *g) {
 }
 
 extern "C" she_err_t she_bench_cublas_gflops(const she_model_config_t *cfg, int device, int rows,
-                                             int reps, int tf32, double *gflops, char *errstr,
-                                             size_t errstr_size) {
+                                             int reps, she_math_t math, double *gflops,
+                                             char *errstr, size_t errstr_size) {
     int D = cfg->hidden_size, F = cfg->intermediate_size, V = cfg->vocab_size;
     int Q = D + 2 * cfg->n_kv_heads * (D / cfg->n_heads);
     int outs[] = {Q, D, 2 * F, D, V}, ins[] = {D, D, D, F, D};
@@ -127,7 +132,8 @@ extern "C" she_err_t she_bench_cublas_gflops(const she_model_config_t *cfg, int 
     if (reps < 1)
         return she_errf(SHE_ERR_INVALID, errstr, errstr_size, "%d repetitions", reps);
     gemm_bench_t g = {};
-    she_err_t err = acquire(&g, device, max, tf32, errstr, errstr_size);
+    g.compute = she_cublas_compute(math);
+    she_err_t err = acquire(&g, device, max, errstr, errstr_size);
     if (err == SHE_OK)
         err = measure(&g, cfg, rows, reps, gflops, errstr, errstr_size);
     release(&g);

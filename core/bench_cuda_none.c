@@ -4,8 +4,9 @@
 #include "bench.h"
 
 she_err_t she_bench_cublas_gflops(const she_model_config_t *cfg, int device, int rows, int reps,
-                                  int tf32, double *gflops, char *errstr, size_t errstr_size) {
-    (void)cfg, (void)device, (void)rows, (void)reps, (void)tf32, (void)gflops;
+                                  she_math_t math, double *gflops, char *errstr,
+                                  size_t errstr_size) {
+    (void)cfg, (void)device, (void)rows, (void)reps, (void)math, (void)gflops;
     return she_errf(SHE_ERR_UNSUPPORTED, errstr, errstr_size, "built without CUDA");
 }
 #endif

@@ -1,5 +1,6 @@
 /* cuda_check.h -- tier-3 check macros for CUDA, cuBLAS and kernel launches (SHE_LAUNCH: .cu
- * files only; the others also from C files built with CUDA).
+ * files only; the others also from C files built with CUDA), and the cuBLAS compute type of a
+ * math mode, which the model and the benchmark's reference GEMM must agree on.
  * Each names the call, the file and the line; they need `errstr` and `errstr_size` in scope and
  * return SHE_ERR_CUDA from the enclosing she_err_t function. */
 #ifndef SHE_CUDA_CHECK_H
@@ -12,9 +13,16 @@
 extern "C" {
 #endif
 #include "error.h"
+#include "model_cuda.h"
 #ifdef __cplusplus
 }
 #endif
+
+static inline cublasComputeType_t she_cublas_compute(she_math_t math) {
+    return math == SHE_MATH_TF32   ? CUBLAS_COMPUTE_32F_FAST_TF32
+           : math == SHE_MATH_BF16 ? CUBLAS_COMPUTE_32F_FAST_16BF
+                                   : CUBLAS_COMPUTE_32F;
+}
 
 #define SHE_TRY_CUDA(call)                                                                    \
     do {                                                                                      \

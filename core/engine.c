@@ -28,10 +28,25 @@ she_err_t she_device_select(const char *spec, she_device_t *dev, char *errstr,
                             size_t errstr_size) {
     if (!spec || !spec[0])
         spec = "cpu";
+    char base[64];
+    she_math_t math = SHE_MATH_FP32;
+    const char *slash = strchr(spec, '/');
+    snprintf(base, sizeof(base), "%.*s", slash ? (int)(slash - spec) : (int)strlen(spec), spec);
+    if (slash && she_math_parse(slash + 1, &math, errstr, errstr_size) != SHE_OK)
+        return she_errf(SHE_ERR_CONFIG, errstr, errstr_size,
+                        "device \"%s\": math mode \"%s\" is not fp32, tf32 or bf16", spec,
+                        slash + 1);
     she_device_kind_t kind;
     int index;
-    if (she_device_parse(spec, &kind, &index, errstr, errstr_size) != SHE_OK)
-        return SHE_ERR_CONFIG; /* the message quotes spec and the accepted forms */
+    if (strlen(spec) >= sizeof(base) ||
+        she_device_parse(base, &kind, &index, errstr, errstr_size) != SHE_OK)
+        return she_errf(SHE_ERR_CONFIG, errstr, errstr_size,
+                        "device \"%s\": expected cpu, cuda or cuda:N (0 <= N < 1024), the CUDA "
+                        "forms optionally /fp32, /tf32 or /bf16", spec);
+    if (kind == SHE_DEVICE_CPU && math != SHE_MATH_FP32)
+        return she_errf(SHE_ERR_CONFIG, errstr, errstr_size,
+                        "device \"%s\": %s math needs a CUDA device (the CPU multiplies in FP32)",
+                        spec, she_math_name(math));
     if (kind == SHE_DEVICE_CUDA) {
         char why[SHE_ERRSTR_SIZE] = "";
         int n = she_cuda_device_count(why, sizeof(why));
@@ -45,11 +60,14 @@ she_err_t she_device_select(const char *spec, she_device_t *dev, char *errstr,
     }
     dev->kind = kind;
     dev->index = index;
+    dev->math = math;
     return SHE_OK;
 }
 
 void she_device_name(const she_device_t *dev, char *out, size_t out_size) {
-    if (dev->kind == SHE_DEVICE_CUDA)
+    if (dev->kind == SHE_DEVICE_CUDA && dev->math != SHE_MATH_FP32)
+        snprintf(out, out_size, "cuda:%d/%s", dev->index, she_math_name(dev->math));
+    else if (dev->kind == SHE_DEVICE_CUDA)
         snprintf(out, out_size, "cuda:%d", dev->index);
     else
         snprintf(out, out_size, "cpu");
@@ -70,6 +88,8 @@ she_err_t she_engine_new(she_model_t *cpu, she_adamw_t *opt, const she_device_t 
     if (dev->kind == SHE_DEVICE_CUDA) {
         she_err_t err = she_cuda_model_new(cpu, dev->index, cpu->max_batch, cpu->max_seq, &e->cm,
                                            errstr, errstr_size);
+        if (err == SHE_OK)
+            err = she_cuda_model_set_math(e->cm, dev->math, errstr, errstr_size);
         if (err == SHE_OK && opt) /* the weights came with the model; the moments come now */
             err = she_cuda_model_upload(e->cm, cpu, opt, errstr, errstr_size);
         if (err != SHE_OK) {
@@ -92,8 +112,17 @@ she_model_t *she_engine_model(const she_engine_t *e) { return e->cpu; }
 const she_device_t *she_engine_device(const she_engine_t *e) { return &e->dev; }
 int she_engine_on_cuda(const she_engine_t *e) { return e->cm != NULL; }
 
-she_err_t she_engine_set_tf32(she_engine_t *e, int on, char *errstr, size_t errstr_size) {
-    return e->cm ? she_cuda_model_set_tf32(e->cm, on, errstr, errstr_size) : SHE_OK;
+she_err_t she_engine_set_math(she_engine_t *e, she_math_t math, char *errstr,
+                              size_t errstr_size) {
+    if (e->cm) {
+        SHE_TRY(she_cuda_model_set_math(e->cm, math, errstr, errstr_size));
+    } else if (math != SHE_MATH_FP32) {
+        return she_errf(SHE_ERR_INVALID, errstr, errstr_size,
+                        "%s math needs a CUDA device (the CPU multiplies in FP32)",
+                        she_math_name(math));
+    }
+    e->dev.math = math;
+    return SHE_OK;
 }
 
 she_err_t she_engine_upload(she_engine_t *e, char *errstr, size_t errstr_size) {

@@ -1,4 +1,4 @@
-/* engine.h -- the model on the device a command chose (`--device cpu | cuda | cuda:N`): one
+/* engine.h -- the model on the device a command chose (`--device cpu | cuda[:N][/MATH]`): one
  * interface over the CPU engine (model.h, sampler.h) and its CUDA twin (model_cuda.h), so the
  * training and generation loops of every command are written once.
  *
@@ -51,18 +51,22 @@
 
 typedef struct she_device {
     she_device_kind_t kind;
-    int index; /* CUDA device ordinal; 0 for the CPU */
+    int index;       /* CUDA device ordinal; 0 for the CPU */
+    she_math_t math; /* of the GEMMs on a device (model_cuda.h); always fp32 on the CPU */
 } she_device_t;
 
-#define SHE_DEVICE_NAME_MAX 16 /* "cuda:1023" and the NUL fit */
+#define SHE_DEVICE_NAME_MAX 24 /* "cuda:1023/bf16" and the NUL fit */
 
-/* Parses spec ("cpu", "cuda", "cuda:N"; NULL or "" mean "cpu") and, for CUDA, checks that device
- * N exists here.  SHE_ERR_CONFIG for a malformed spec, SHE_ERR_NOT_FOUND when the build has no
- * CUDA or the machine no device N; both messages quote spec.  Cheap: commands call it first
- * thing, so a bad --device fails before any data is read. */
+/* Parses spec ("cpu", "cuda", "cuda:N", each CUDA form optionally followed by "/fp32", "/tf32"
+ * or "/bf16", the math mode of its matrix products; NULL or "" mean "cpu") and, for CUDA,
+ * checks that device N exists here.  SHE_ERR_CONFIG for a malformed spec or a math mode on the
+ * CPU (whose OpenBLAS products are always FP32), SHE_ERR_NOT_FOUND when the build has no CUDA
+ * or the machine no device N; the messages quote spec.  Cheap: commands call it first thing,
+ * so a bad --device fails before any data is read. */
 she_err_t she_device_select(const char *spec, she_device_t *dev, char *errstr,
                             size_t errstr_size);
-/* "cpu" or "cuda:N" into out (SHE_DEVICE_NAME_MAX bytes). */
+/* "cpu", "cuda:N" or, with a math mode other than fp32, "cuda:N/MATH" into out
+ * (SHE_DEVICE_NAME_MAX bytes). */
 void she_device_name(const she_device_t *dev, char *out, size_t out_size);
 
 /* ---- the engine ---- */
@@ -70,7 +74,7 @@ void she_device_name(const she_device_t *dev, char *out, size_t out_size);
 typedef struct she_engine_s she_engine_t;
 
 /* An engine for cpu (and opt, may be NULL) on dev, reserved for cpu's max_batch x max_seq.  On
- * CUDA it creates the device model from cpu's weights and uploads opt.  cpu and opt are
+ * CUDA it creates the device model from cpu's weights in dev's math mode and uploads opt.  cpu and opt are
  * borrowed and must outlive the engine; cpu is only read, except by she_engine_download and,
  * on the CPU, by the training calls.  Returns SHE_ERR_INVALID when opt does not match cpu's
  * size, the device errors of she_cuda_model_new otherwise (*out = NULL then).  Free with
@@ -83,8 +87,10 @@ she_model_t *she_engine_model(const she_engine_t *e); /* the host copy */
 const she_device_t *she_engine_device(const she_engine_t *e);
 int she_engine_on_cuda(const she_engine_t *e);
 
-/* TF32 tensor-core GEMMs on a device (model_cuda.h); nothing to do on the CPU. */
-she_err_t she_engine_set_tf32(she_engine_t *e, int on, char *errstr, size_t errstr_size);
+/* Changes the math mode of the GEMMs on a device (model_cuda.h); on the CPU only fp32 is
+ * accepted (SHE_ERR_INVALID otherwise). */
+she_err_t she_engine_set_math(she_engine_t *e, she_math_t math, char *errstr,
+                              size_t errstr_size);
 
 /* The sync points (see above).  upload: the host weights, and AdamW's state when the engine
  * has one.  download: the device weights, and AdamW's moments and step, into the host copies. */

@@ -386,25 +386,34 @@ __global__ static void k_adamw(float *p, const float *g, float *m, float *v, siz
 /* ------------------------------------------------------------------------------------------ */
 /* matrix products                                                                            */
 
+/* The handle (on the model's stream) and the compute type of the math mode. */
+typedef struct gemm_ctx {
+    cublasHandle_t blas;
+    cublasComputeType_t compute;
+} gemm_ctx_t;
+
 /* she_gemm's contract on cuBLAS: C = alpha op(A) op(B) + beta C, all row-major.  A row-major
  * matrix is its transpose in column-major order, so cuBLAS computes C^T = op(B)^T op(A)^T:
  * operands swapped, M and N swapped, the same leading dimensions and transpose flags. */
-static she_err_t gemm(cublasHandle_t blas, int ta, int tb, int M, int N, int K, float alpha,
+static she_err_t gemm(const gemm_ctx_t *g, int ta, int tb, int M, int N, int K, float alpha,
                       const float *A, int lda, const float *B, int ldb, float beta, float *C,
                       int ldc, char *errstr, size_t errstr_size) {
-    SHE_TRY_CUBLAS(cublasSgemm(blas, tb ? CUBLAS_OP_T : CUBLAS_OP_N, ta ? CUBLAS_OP_T : CUBLAS_OP_N,
-                               N, M, K, &alpha, B, ldb, A, lda, &beta, C, ldc));
+    SHE_TRY_CUBLAS(cublasGemmEx(g->blas, tb ? CUBLAS_OP_T : CUBLAS_OP_N,
+                                ta ? CUBLAS_OP_T : CUBLAS_OP_N, N, M, K, &alpha, B, CUDA_R_32F,
+                                ldb, A, CUDA_R_32F, lda, &beta, C, CUDA_R_32F, ldc, g->compute,
+                                CUBLAS_GEMM_DEFAULT));
     return SHE_OK;
 }
 
 /* The same for `count` independent products, operand i at X + i * sX. */
-static she_err_t gemm_batched(cublasHandle_t blas, int ta, int tb, int M, int N, int K,
+static she_err_t gemm_batched(const gemm_ctx_t *g, int ta, int tb, int M, int N, int K,
                               float alpha, const float *A, int lda, long long sA, const float *B,
                               int ldb, long long sB, float beta, float *C, int ldc, long long sC,
                               int count, char *errstr, size_t errstr_size) {
-    SHE_TRY_CUBLAS(cublasSgemmStridedBatched(blas, tb ? CUBLAS_OP_T : CUBLAS_OP_N,
-                                             ta ? CUBLAS_OP_T : CUBLAS_OP_N, N, M, K, &alpha, B,
-                                             ldb, sB, A, lda, sA, &beta, C, ldc, sC, count));
+    SHE_TRY_CUBLAS(cublasGemmStridedBatchedEx(
+        g->blas, tb ? CUBLAS_OP_T : CUBLAS_OP_N, ta ? CUBLAS_OP_T : CUBLAS_OP_N, N, M, K, &alpha,
+        B, CUDA_R_32F, ldb, sB, A, CUDA_R_32F, lda, sA, &beta, C, CUDA_R_32F, ldc, sC, count,
+        g->compute, CUBLAS_GEMM_DEFAULT));
     return SHE_OK;
 }
 
@@ -417,7 +426,7 @@ struct she_cuda_model_s {
     int max_batch, max_seq;
     int device;
     cudaStream_t stream;
-    cublasHandle_t blas;
+    gemm_ctx_t gemm;              /* cuBLAS handle on `stream`, compute type of the math mode */
     void *blas_ws;                /* (BLAS_WORKSPACE bytes) */
 
     float *params, *grads;        /* device, (n_params) each, model.h's layout */
@@ -553,9 +562,10 @@ static she_err_t build(she_cuda_model_t *cm, const she_model_t *cpu, char *errst
     const she_model_config_t *c = &cm->cfg;
     SHE_TRY_CUDA(cudaSetDevice(cm->device));
     SHE_TRY_CUDA(cudaStreamCreateWithFlags(&cm->stream, cudaStreamNonBlocking));
-    SHE_TRY_CUBLAS(cublasCreate(&cm->blas));
-    SHE_TRY_CUBLAS(cublasSetStream(cm->blas, cm->stream));
-    SHE_TRY_CUBLAS(cublasSetMathMode(cm->blas, CUBLAS_DEFAULT_MATH));
+    SHE_TRY_CUBLAS(cublasCreate(&cm->gemm.blas));
+    SHE_TRY_CUBLAS(cublasSetStream(cm->gemm.blas, cm->stream));
+    SHE_TRY_CUBLAS(cublasSetMathMode(cm->gemm.blas, CUBLAS_DEFAULT_MATH));
+    cm->gemm.compute = she_cublas_compute(SHE_MATH_FP32);
 
     size_t N = (size_t)cm->max_batch * cm->max_seq;
     size_t T = (size_t)cm->max_seq, half = (size_t)cm->head_dim / 2, P = cm->n_params;
@@ -592,7 +602,7 @@ static she_err_t build(she_cuda_model_t *cm, const she_model_t *cpu, char *errst
         }
     }
     SHE_TRY_CUDA(cudaMemsetAsync(cm->dev_block, 0, cv.used, cm->stream));
-    SHE_TRY_CUBLAS(cublasSetWorkspace(cm->blas, cm->blas_ws, BLAS_WORKSPACE));
+    SHE_TRY_CUBLAS(cublasSetWorkspace(cm->gemm.blas, cm->blas_ws, BLAS_WORKSPACE));
     point_like(&cpu->w, cpu->params, cm->params, &cm->w);
     point_like(&cpu->w, cpu->params, cm->grads, &cm->g);
 
@@ -651,8 +661,8 @@ extern "C" void she_cuda_model_free(she_cuda_model_t *cm) {
     if (cudaSetDevice(cm->device) == cudaSuccess) {
         if (cm->stream)
             cudaStreamSynchronize(cm->stream);
-        if (cm->blas)
-            cublasDestroy(cm->blas);
+        if (cm->gemm.blas)
+            cublasDestroy(cm->gemm.blas);
         cudaFree(cm->dev_block);
         if (cm->stream)
             cudaStreamDestroy(cm->stream);
@@ -661,11 +671,11 @@ extern "C" void she_cuda_model_free(she_cuda_model_t *cm) {
     free(cm);
 }
 
-extern "C" she_err_t she_cuda_model_set_tf32(she_cuda_model_t *cm, int on, char *errstr,
-                                             size_t errstr_size) {
-    SHE_TRY_CUDA(cudaSetDevice(cm->device));
-    SHE_TRY_CUBLAS(cublasSetMathMode(cm->blas, on ? CUBLAS_TF32_TENSOR_OP_MATH
-                                                  : CUBLAS_DEFAULT_MATH));
+extern "C" she_err_t she_cuda_model_set_math(she_cuda_model_t *cm, she_math_t math,
+                                             char *errstr, size_t errstr_size) {
+    if ((unsigned)math > SHE_MATH_BF16)
+        return she_errf(SHE_ERR_INVALID, errstr, errstr_size, "math mode %d", (int)math);
+    cm->gemm.compute = she_cublas_compute(math);
     return SHE_OK;
 }
 
@@ -774,10 +784,10 @@ static she_err_t attention_forward(she_cuda_model_t *cm, float *att, float *lse,
     for (int h = 0; h < H; h++) {
         int g = h / group;
         const float *q = qkv + h * hd, *k = qkv + D + g * hd, *v = qkv + D + kvd + g * hd;
-        SHE_TRY(gemm_batched(cm->blas, 0, 1, T, T, hd, scale, q, Q, TQ, k, Q, TQ, 0.0f, S, T, TT,
+        SHE_TRY(gemm_batched(&cm->gemm, 0, 1, T, T, hd, scale, q, Q, TQ, k, Q, TQ, 0.0f, S, T, TT,
                              B, errstr, errstr_size));
         SHE_LAUNCH(k_attn_softmax, B * T, ROW_THREADS, cm->stream, S, lse, cm->a.mask, T, H, h);
-        SHE_TRY(gemm_batched(cm->blas, 0, 0, T, hd, T, 1.0f, S, T, TT, v, Q, TQ, 0.0f, att + h * hd,
+        SHE_TRY(gemm_batched(&cm->gemm, 0, 0, T, hd, T, 1.0f, S, T, TT, v, Q, TQ, 0.0f, att + h * hd,
                              D, TD, B, errstr, errstr_size));
     }
     return SHE_OK;
@@ -800,19 +810,19 @@ static she_err_t attention_backward(she_cuda_model_t *cm, float *dqkv, const flo
         const float *q = qkv + h * hd, *k = qkv + D + g * hd, *v = qkv + D + kvd + g * hd;
         const float *dO = datt + h * hd;
         float *dq = dqkv + h * hd, *dk = dqkv + D + g * hd, *dv = dqkv + D + kvd + g * hd;
-        SHE_TRY(gemm_batched(cm->blas, 0, 1, T, T, hd, scale, q, Q, TQ, k, Q, TQ, 0.0f, P, T, TT,
+        SHE_TRY(gemm_batched(&cm->gemm, 0, 1, T, T, hd, scale, q, Q, TQ, k, Q, TQ, 0.0f, P, T, TT,
                              B, errstr, errstr_size));
         SHE_LAUNCH(k_attn_probs, B * T, ROW_THREADS, cm->stream, P, lse, cm->a.mask, T, H, h);
         /* dV (+)= P^T dO;  dP = dO V^T */
-        SHE_TRY(gemm_batched(cm->blas, 1, 0, T, hd, T, 1.0f, P, T, TT, dO, D, TD, beta, dv, Q, TQ,
+        SHE_TRY(gemm_batched(&cm->gemm, 1, 0, T, hd, T, 1.0f, P, T, TT, dO, D, TD, beta, dv, Q, TQ,
                              B, errstr, errstr_size));
-        SHE_TRY(gemm_batched(cm->blas, 0, 1, T, T, hd, 1.0f, dO, D, TD, v, Q, TQ, 0.0f, dP, T, TT,
+        SHE_TRY(gemm_batched(&cm->gemm, 0, 1, T, T, hd, 1.0f, dO, D, TD, v, Q, TQ, 0.0f, dP, T, TT,
                              B, errstr, errstr_size));
         SHE_LAUNCH(k_attn_dsoftmax, B * T, ROW_THREADS, cm->stream, dP, P, T);
         /* dQ = scale dS K;  dK (+)= scale dS^T Q */
-        SHE_TRY(gemm_batched(cm->blas, 0, 0, T, hd, T, scale, dP, T, TT, k, Q, TQ, 0.0f, dq, Q, TQ,
+        SHE_TRY(gemm_batched(&cm->gemm, 0, 0, T, hd, T, scale, dP, T, TT, k, Q, TQ, 0.0f, dq, Q, TQ,
                              B, errstr, errstr_size));
-        SHE_TRY(gemm_batched(cm->blas, 1, 0, T, hd, T, scale, dP, T, TT, q, Q, TQ, beta, dk, Q, TQ,
+        SHE_TRY(gemm_batched(&cm->gemm, 1, 0, T, hd, T, scale, dP, T, TT, q, Q, TQ, beta, dk, Q, TQ,
                              B, errstr, errstr_size));
     }
     int N = B * T;
@@ -873,7 +883,7 @@ extern "C" she_err_t she_cuda_model_forward(she_cuda_model_t *cm, const int32_t 
     const she_model_weights_t *w = &cm->w;
     size_t mND = (size_t)cm->max_batch * cm->max_seq * D, mN = (size_t)cm->max_batch * cm->max_seq;
     size_t mNQ = mN * Q, mNF = mN * F;
-    cublasHandle_t blas = cm->blas;
+    const gemm_ctx_t *blas = &cm->gemm;
 
     SHE_LAUNCH(k_embed, blocks_for(N * D), EW_THREADS, st, a->res, w->embed, a->tokens, (int)N, D);
 
@@ -942,7 +952,7 @@ extern "C" she_err_t she_cuda_model_backward(she_cuda_model_t *cm, const float *
     size_t mN = (size_t)cm->max_batch * cm->max_seq, mND = mN * D, mNQ = mN * Q, mNF = mN * F;
     float inv_t = 1.0f / cm->temperature;
     cudaStream_t st = cm->stream;
-    cublasHandle_t blas = cm->blas;
+    const gemm_ctx_t *blas = &cm->gemm;
     SHE_TRY_CUDA(cudaSetDevice(cm->device));
 
     if (dlogp)
@@ -1257,7 +1267,7 @@ static she_err_t packed_forward(she_cuda_sampler_t *s, int n, int *n_sel, char *
     int group = H / KV;
     float eps = (float)c->rms_norm_eps, scale = 1.0f / sqrtf((float)hd);
     cudaStream_t st = m->stream;
-    cublasHandle_t blas = m->blas;
+    const gemm_ctx_t *blas = &m->gemm;
 
     int ns = 0;
     for (int i = 0; i < n; i++)
@@ -1319,7 +1329,7 @@ static she_err_t logits_for_selected(she_cuda_sampler_t *s, int n_sel, int first
     int D = m->cfg.hidden_size, V = m->cfg.vocab_size;
     if (n_sel == 0)
         return SHE_OK;
-    SHE_TRY(gemm(m->blas, 0, 1, n_sel, V, D, 1.0f, s->hsel, D, m->w.lm_head, D, 0.0f, s->d_logits,
+    SHE_TRY(gemm(&m->gemm, 0, 1, n_sel, V, D, 1.0f, s->hsel, D, m->w.lm_head, D, 0.0f, s->d_logits,
                  V, errstr, errstr_size));
     SHE_TRY_CUDA(cudaMemcpyAsync(s->logits + (size_t)first * V, s->d_logits,
                                  (size_t)n_sel * V * sizeof(float), cudaMemcpyDeviceToHost,

@@ -56,6 +56,18 @@ typedef enum she_device_kind {
 she_err_t she_device_parse(const char *spec, she_device_kind_t *kind, int *index, char *errstr,
                            size_t errstr_size);
 
+/* ---- math mode of the matrix products (`cuda:N/tf32`, see she_cuda_model_set_math) ---- */
+
+typedef enum she_math {
+    SHE_MATH_FP32 = 0,
+    SHE_MATH_TF32,
+    SHE_MATH_BF16,
+} she_math_t;
+
+/* "fp32", "tf32" or "bf16" into *out; SHE_ERR_INVALID quoting s for anything else. */
+she_err_t she_math_parse(const char *s, she_math_t *out, char *errstr, size_t errstr_size);
+const char *she_math_name(she_math_t math);
+
 /* ---- the model on a device ---- */
 
 typedef struct she_cuda_model_s she_cuda_model_t;
@@ -63,17 +75,21 @@ typedef struct she_cuda_model_s she_cuda_model_t;
 /* Creates the model of `cpu` (its configuration and current weights, copied) on CUDA device
  * `device` for batches of at most max_batch x max_seq (max_seq <= max_position_embeddings; the
  * sizes need not match cpu's).  Gradients and AdamW moments start at zero, the step count at
- * 0, TF32 off.  Returns SHE_ERR_CONFIG for bad sizes, SHE_ERR_CUDA when the device cannot be
+ * 0, math fp32.  Returns SHE_ERR_CONFIG for bad sizes, SHE_ERR_CUDA when the device cannot be
  * used or the memory cannot be had (*out = NULL then, nothing is left allocated).  The CPU
  * model is not referenced afterwards.  Free with she_cuda_model_free. */
 she_err_t she_cuda_model_new(const she_model_t *cpu, int device, int max_batch, int max_seq,
                              she_cuda_model_t **out, char *errstr, size_t errstr_size);
 void she_cuda_model_free(she_cuda_model_t *cm);
 
-/* on = 1 lets cuBLAS run the FP32 GEMMs on TF32 tensor cores (CUBLAS_TF32_TENSOR_OP_MATH: about
- * 10 mantissa bits per product, several times faster); 0 (the default) keeps full FP32, which
- * the parity tests need. */
-she_err_t she_cuda_model_set_tf32(she_cuda_model_t *cm, int on, char *errstr,
+/* How cuBLAS multiplies the FP32 matrices (storage stays FP32 everywhere; only the products
+ * inside the GEMMs change):
+ *   fp32  full FP32 (CUBLAS_COMPUTE_32F), the default and what the parity tests compare;
+ *   tf32  TF32 tensor cores (CUBLAS_COMPUTE_32F_FAST_TF32): inputs rounded to 10 mantissa bits,
+ *         FP32 accumulation, several times faster on Ampere and later;
+ *   bf16  BF16 tensor cores (CUBLAS_COMPUTE_32F_FAST_16BF): inputs rounded to 7 mantissa bits,
+ *         FP32 accumulation; faster still, and the coarsest. */
+she_err_t she_cuda_model_set_math(she_cuda_model_t *cm, she_math_t math, char *errstr,
                                   size_t errstr_size);
 
 /* Parameters (and, when opt != NULL, AdamW's m, v and step) from host to device: cpu must have

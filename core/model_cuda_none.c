@@ -1,7 +1,8 @@
 /* model_cuda_none.c -- model_cuda.h for builds without CUDA (SHE_CUDA=OFF or no nvcc found):
  * every device function fails with SHE_ERR_UNSUPPORTED "built without CUDA".  With CUDA,
  * model_cuda.cu defines them instead; the guard keeps one source glob for all of core.
- * she_device_parse is plain C that both builds need, so it lives here, outside the guard. */
+ * she_device_parse and the math-mode names are plain C that both builds need, so they live
+ * here, outside the guard. */
 #include "model_cuda.h"
 
 #include <errno.h>
@@ -35,6 +36,22 @@ she_err_t she_device_parse(const char *spec, she_device_kind_t *kind, int *index
                     spec ? spec : "(null)");
 }
 
+static const char *const math_names[] = {"fp32", "tf32", "bf16"};
+
+she_err_t she_math_parse(const char *s, she_math_t *out, char *errstr, size_t errstr_size) {
+    for (int i = 0; i < 3; i++)
+        if (s && strcmp(s, math_names[i]) == 0) {
+            *out = (she_math_t)i;
+            return SHE_OK;
+        }
+    return she_errf(SHE_ERR_INVALID, errstr, errstr_size,
+                    "math \"%s\": expected fp32, tf32 or bf16", s ? s : "(null)");
+}
+
+const char *she_math_name(she_math_t math) {
+    return (unsigned)math < 3 ? math_names[math] : "?";
+}
+
 #ifndef SHE_HAVE_CUDA
 
 #define SHE_NO_CUDA(errstr, errstr_size) \
@@ -50,9 +67,9 @@ she_err_t she_cuda_model_new(const she_model_t *cpu, int device, int max_batch, 
 /* Nothing can have been created, so there is nothing to free. */
 void she_cuda_model_free(she_cuda_model_t *cm) { (void)cm; }
 
-she_err_t she_cuda_model_set_tf32(she_cuda_model_t *cm, int on, char *errstr,
+she_err_t she_cuda_model_set_math(she_cuda_model_t *cm, she_math_t math, char *errstr,
                                   size_t errstr_size) {
-    (void)cm, (void)on;
+    (void)cm, (void)math;
     return SHE_NO_CUDA(errstr, errstr_size);
 }
 

@@ -49,6 +49,8 @@ if "$SHE" version | grep -q "device(s)"; then HAVE_GPU=1; else HAVE_GPU=0; fi
 for cmd in train-sft train-rl train-dpo train-rm evaluate rollout bench; do
     expect_usage_error "$cmd" "cuda:x"
     expect_usage_error "$cmd" "cuda:1023"
+    expect_usage_error "$cmd" "cuda:1023/bf16"
+    expect_usage_error "$cmd" "cpu/tf32"
     [ "$HAVE_GPU" -eq 1 ] || expect_usage_error "$cmd" "cuda"
     echo "ok: she $cmd --device"
 done

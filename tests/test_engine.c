@@ -91,7 +91,7 @@ static void make_batch(int32_t *tokens, uint8_t *mask, int32_t *targets, float *
 
 static void test_device_select(void) {
     char errstr[512];
-    she_device_t dev = {SHE_DEVICE_CUDA, 5};
+    she_device_t dev = {SHE_DEVICE_CUDA, 5, SHE_MATH_FP32};
     const char *cpus[] = {"cpu", "", NULL};
     for (int i = 0; i < 3; i++) {
         CHECK_OK(she_device_select(cpus[i], &dev, errstr, sizeof(errstr)));
@@ -100,19 +100,28 @@ static void test_device_select(void) {
     char name[SHE_DEVICE_NAME_MAX];
     she_device_name(&dev, name, sizeof(name));
     CHECK_STR(name, "cpu");
-    she_device_name(&(she_device_t){SHE_DEVICE_CUDA, 3}, name, sizeof(name));
+    she_device_name(&(she_device_t){SHE_DEVICE_CUDA, 3, SHE_MATH_FP32}, name, sizeof(name));
     CHECK_STR(name, "cuda:3");
-    const char *bad[] = {"cuda:x", "gpu", "cuda:", "cuda:-1", "cuda:1024", "CUDA", "cuda:0 "};
-    for (int i = 0; i < 7; i++) {
+    she_device_name(&(she_device_t){SHE_DEVICE_CUDA, 1023, SHE_MATH_BF16}, name, sizeof(name));
+    CHECK_STR(name, "cuda:1023/bf16");
+    /* the math mode: the CPU multiplies in FP32 only, malformed modes are refused */
+    CHECK_OK(she_device_select("cpu/fp32", &dev, errstr, sizeof(errstr)));
+    CHECK(dev.kind == SHE_DEVICE_CPU && dev.math == SHE_MATH_FP32);
+    const char *bad[] = {"cuda:x",      "gpu",       "cuda:",     "cuda:-1",   "cuda:1024",
+                         "CUDA",        "cuda:0 ",   "cpu/tf32",  "cpu/bf16",  "cuda/fp16",
+                         "cuda:0/",     "cuda/tf32/bf16", "cuda:0/TF32", "/tf32"};
+    for (int i = 0; i < 14; i++) {
         errstr[0] = '\0';
         CHECK_MSG(she_device_select(bad[i], &dev, errstr, sizeof(errstr)) == SHE_ERR_CONFIG,
                   "\"%s\" accepted", bad[i]);
         CHECK_MSG(strstr(errstr, bad[i]) != NULL, "message \"%s\" does not quote \"%s\"", errstr,
                   bad[i]);
     }
-    /* no machine has 1024 devices: absent everywhere */
+    /* no machine has 1024 devices: absent everywhere, with a math mode too */
     CHECK(she_device_select("cuda:1023", &dev, errstr, sizeof(errstr)) == SHE_ERR_NOT_FOUND);
     CHECK_MSG(strstr(errstr, "cuda:1023") != NULL, "message: %s", errstr);
+    CHECK(she_device_select("cuda:1023/tf32", &dev, errstr, sizeof(errstr)) == SHE_ERR_NOT_FOUND);
+    CHECK_MSG(strstr(errstr, "cuda:1023/tf32") != NULL, "message: %s", errstr);
     char why[512];
     int n = she_cuda_device_count(why, sizeof(why));
     if (n == 0) {
@@ -120,7 +129,11 @@ static void test_device_select(void) {
         CHECK_MSG(strstr(errstr, "\"cuda\"") != NULL, "message: %s", errstr);
     } else {
         CHECK_OK(she_device_select("cuda", &dev, errstr, sizeof(errstr)));
-        CHECK(dev.kind == SHE_DEVICE_CUDA && dev.index == 0);
+        CHECK(dev.kind == SHE_DEVICE_CUDA && dev.index == 0 && dev.math == SHE_MATH_FP32);
+        CHECK_OK(she_device_select("cuda:0/bf16", &dev, errstr, sizeof(errstr)));
+        CHECK(dev.kind == SHE_DEVICE_CUDA && dev.index == 0 && dev.math == SHE_MATH_BF16);
+        CHECK_OK(she_device_select("cuda/tf32", &dev, errstr, sizeof(errstr)));
+        CHECK(dev.kind == SHE_DEVICE_CUDA && dev.index == 0 && dev.math == SHE_MATH_TF32);
         char spec[32];
         snprintf(spec, sizeof(spec), "cuda:%d", n);
         CHECK(she_device_select(spec, &dev, errstr, sizeof(errstr)) == SHE_ERR_NOT_FOUND);
@@ -186,7 +199,7 @@ static void test_bad_device_refused(void) {
     /* an engine refuses AdamW state of another size */
     she_adamw_t *opt = she_adamw_new(m->n_params - 1);
     she_engine_t *e = (she_engine_t *)&o;
-    she_device_t cpu = {SHE_DEVICE_CPU, 0};
+    she_device_t cpu = {SHE_DEVICE_CPU, 0, SHE_MATH_FP32};
     CHECK(she_engine_new(m, opt, &cpu, &e, errstr, sizeof(errstr)) == SHE_ERR_INVALID);
     CHECK(e == NULL);
     she_engine_free(NULL);
@@ -205,7 +218,7 @@ static void test_cpu_engine_is_the_cpu_engine(void) {
     REQUIRE(a && b);
     she_adamw_t *oa = she_adamw_new(a->n_params), *ob = she_adamw_new(b->n_params);
     she_adamw_config_t hp = she_adamw_defaults();
-    she_device_t cpu = {SHE_DEVICE_CPU, 0};
+    she_device_t cpu = {SHE_DEVICE_CPU, 0, SHE_MATH_FP32};
     she_engine_t *e = NULL;
     REQUIRE_OK(she_engine_new(b, ob, &cpu, &e, errstr, sizeof(errstr)));
     CHECK(she_engine_model(e) == b);
@@ -239,10 +252,12 @@ static void test_cpu_engine_is_the_cpu_engine(void) {
         CHECK(memcmp(en_a, en_b, sizeof(en_a)) == 0);
         CHECK(gn_a == gn_b);
     }
-    /* the sync points and TF32 are nothing on the CPU */
+    /* the sync points are nothing on the CPU; its math is FP32, other modes are refused */
     REQUIRE_OK(she_engine_download(e, errstr, sizeof(errstr)));
     REQUIRE_OK(she_engine_upload(e, errstr, sizeof(errstr)));
-    REQUIRE_OK(she_engine_set_tf32(e, 1, errstr, sizeof(errstr)));
+    REQUIRE_OK(she_engine_set_math(e, SHE_MATH_FP32, errstr, sizeof(errstr)));
+    CHECK(she_engine_set_math(e, SHE_MATH_TF32, errstr, sizeof(errstr)) == SHE_ERR_INVALID);
+    CHECK_MSG(strstr(errstr, "tf32") != NULL, "message: %s", errstr);
     CHECK(memcmp(a->params, b->params, a->n_params * sizeof(float)) == 0);
     CHECK(memcmp(oa->m, ob->m, a->n_params * sizeof(float)) == 0);
     CHECK(memcmp(oa->v, ob->v, a->n_params * sizeof(float)) == 0);
@@ -311,7 +326,8 @@ static void test_training_steps_on_cuda(void) {
     hp.eps = 1.0f; /* see the header: updates ~ lr * g, so they inherit the gradients' tolerance */
     hp.weight_decay = 0.0f;
     const float lr = 1e-2f;
-    she_device_t cpu = {SHE_DEVICE_CPU, 0}, gpu = {SHE_DEVICE_CUDA, 0};
+    she_device_t cpu = {SHE_DEVICE_CPU, 0, SHE_MATH_FP32};
+    she_device_t gpu = {SHE_DEVICE_CUDA, 0, SHE_MATH_FP32};
     she_engine_t *ec = NULL, *eg = NULL;
     REQUIRE_OK(she_engine_new(a, oa, &cpu, &ec, errstr, sizeof(errstr)));
     REQUIRE_OK(she_engine_new(b, ob, &gpu, &eg, errstr, sizeof(errstr)));
@@ -427,7 +443,8 @@ static void test_judge_and_rollouts_on_cuda(void) {
     she_model_init_weights(mc, 11, 0.02f);
     she_model_init_weights(mg, 11, 0.02f);
     she_adamw_t *oc = she_adamw_new(mc->n_params), *og = she_adamw_new(mg->n_params);
-    she_device_t cpu = {SHE_DEVICE_CPU, 0}, gpu = {SHE_DEVICE_CUDA, 0};
+    she_device_t cpu = {SHE_DEVICE_CPU, 0, SHE_MATH_FP32};
+    she_device_t gpu = {SHE_DEVICE_CUDA, 0, SHE_MATH_FP32};
     she_engine_t *ec = NULL, *eg = NULL;
     REQUIRE_OK(she_engine_new(mc, oc, &cpu, &ec, errstr, sizeof(errstr)));
     REQUIRE_OK(she_engine_new(mg, og, &gpu, &eg, errstr, sizeof(errstr)));

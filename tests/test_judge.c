@@ -136,7 +136,7 @@ static void test_judge_run_overfitted(void) {
     she_adamw_t *opt = she_adamw_new(m->n_params);
     she_adamw_config_t hp = she_adamw_defaults();
     hp.weight_decay = 0;
-    she_device_t cpu = {SHE_DEVICE_CPU, 0};
+    she_device_t cpu = {SHE_DEVICE_CPU, 0, SHE_MATH_FP32};
     she_engine_t *e = NULL;
     REQUIRE_OK(she_engine_new(m, opt, &cpu, &e, errstr, sizeof(errstr)));
     she_sft_batch_t *b = she_sft_batch_new(1, set->max_len);

@@ -254,7 +254,7 @@ static void test_dpo_loss_decreases(void) {
             r[t] = (int32_t)(29 + 5 * i + 2 * t) % V;
         she_dpo_set_add(&set, prompt, PL - (i % 2), c, 5, r, 7 - (i % 3));
     }
-    she_device_t cpu = {SHE_DEVICE_CPU, 0};
+    she_device_t cpu = {SHE_DEVICE_CPU, 0, SHE_MATH_FP32};
     she_engine_t *e = NULL, *ref_e = NULL;
     REQUIRE_OK(she_engine_new(ref, NULL, &cpu, &ref_e, errstr, sizeof(errstr)));
     REQUIRE_OK(she_dpo_ref_logps(ref_e, &set, 4, errstr, sizeof(errstr)));

@@ -18,7 +18,8 @@
  *     logp_trunc close, and each generated token's logp equal to the CPU training forward's.
  *     Where a row's tokens part, the two picks must be a near-tie (their logp within 1e-3);
  *     the row is not compared further, as its continuations differ;
- *   - TF32 runs and stays near FP32; bad arguments are refused; blocks round-trip exactly.
+ *   - TF32 and BF16 math run and stay near FP32, and switching back to FP32 restores it; bad
+ *     arguments are refused; blocks round-trip exactly.
  * Tolerances, |got - ref| <= atol + rtol * |ref| (FP32 on both sides, but other summation
  * orders, FMA contraction and expf instead of the CPU polynomial; a wrong op is off by O(1)):
  *   activations, logp, entropy, sampled logp    atol 1e-4, rtol 1e-4
@@ -26,6 +27,8 @@
  *   AdamW from equal gradients                  params atol 1e-6, rtol 1e-5; m and v atol 1e-12,
  *                                               rtol 1e-5; gradient norm rtol 1e-6
  *   forward with TF32                           atol 5e-2, rtol 5e-2 (10-bit mantissa products)
+ *   forward with BF16                           atol 2e-1, rtol 2e-1 (7-bit mantissa products:
+ *                                               8x TF32's rounding, summed over D = 32 terms)
  * Comparisons report the worst element (index, both values) and how many are out of bounds.
  *
  * Device-string parsing, and that creating a device model without a device fails cleanly, run
@@ -50,6 +53,7 @@
 #define MOMENT_RTOL 1e-5
 #define NORM_RTOL 1e-6
 #define TF32_TOL 5e-2
+#define BF16_TOL 2e-1
 #define NEAR_TIE 1e-3
 
 enum { V = 97, MAXB = 3, MAXS = 12, B = 3, T = 10 };
@@ -349,12 +353,20 @@ static void check_forward_ops(const cfg_case_t *cc) {
     REQUIRE_OK(she_cuda_model_download_acts(cm, got, errstr, sizeof(errstr)));
     close_all("lm_head logits (no targets)", g->logits, r->logits, N * V, ACT_ATOL, ACT_RTOL);
 
-    /* TF32: runs, and stays near full FP32 */
-    REQUIRE_OK(she_cuda_model_set_tf32(cm, 1, errstr, sizeof(errstr)));
+    /* TF32 and BF16 math: run, and stay near full FP32; FP32 again is FP32 again */
+    REQUIRE_OK(she_cuda_model_set_math(cm, SHE_MATH_TF32, errstr, sizeof(errstr)));
     REQUIRE_OK(she_cuda_model_forward(cm, tokens, mask, targets, B, T, temperature, lp_g, NULL,
                                       errstr, sizeof(errstr)));
     close_all("logp with TF32", lp_g, lp_c, N, TF32_TOL, TF32_TOL);
-    REQUIRE_OK(she_cuda_model_set_tf32(cm, 0, errstr, sizeof(errstr)));
+    REQUIRE_OK(she_cuda_model_set_math(cm, SHE_MATH_BF16, errstr, sizeof(errstr)));
+    REQUIRE_OK(she_cuda_model_forward(cm, tokens, mask, targets, B, T, temperature, lp_g, NULL,
+                                      errstr, sizeof(errstr)));
+    close_all("logp with BF16", lp_g, lp_c, N, BF16_TOL, BF16_TOL);
+    CHECK(she_cuda_model_set_math(cm, (she_math_t)7, errstr, sizeof(errstr)) == SHE_ERR_INVALID);
+    REQUIRE_OK(she_cuda_model_set_math(cm, SHE_MATH_FP32, errstr, sizeof(errstr)));
+    REQUIRE_OK(she_cuda_model_forward(cm, tokens, mask, targets, B, T, temperature, lp_g, NULL,
+                                      errstr, sizeof(errstr)));
+    close_all("logp with FP32 again", lp_g, lp_c, N, ACT_ATOL, ACT_RTOL);
     she_cuda_model_free(cm);
     she_model_free(m);
     she_model_free(got);

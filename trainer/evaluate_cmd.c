@@ -61,7 +61,7 @@ static const she_conf_def_t eval_defs[] = {
     {"eval.max.prompt", SHE_CONF_INT, "128", "prompt tokens (the item text is cut to fit)", 2,
      4096, NULL, NULL},
     {"eval.max.new", SHE_CONF_INT, "128", "answer tokens", 1, 4096, NULL, NULL},
-    {"eval.device", SHE_CONF_STR, "cpu", "where judging runs: cpu, cuda or cuda:N", 0, 0, NULL,
+    {"eval.device", SHE_CONF_STR, "cpu", "where judging runs: cpu, cuda or cuda:N, optionally /tf32 or /bf16 GEMMs", 0, 0, NULL,
      "device"},
     {"eval.lexicons", SHE_CONF_STR, "../shared/data/homedepot/lexicons",
      "brand/material lexicons for the teacher step reference ('' = none)", 0, 0, NULL,

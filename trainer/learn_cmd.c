@@ -113,7 +113,8 @@ static const she_conf_def_t learn_defs[] = {
     {"metrics.listen", SHE_CONF_STR, "127.0.0.1:9467", "/metrics address (0 = off)", 0, 0, NULL,
      "metrics"},
     {"learn.device", SHE_CONF_STR, "cpu",
-     "where the steps run: cpu, cuda (with several ranks: cuda:<local rank>) or cuda:N", 0, 0,
+     "where the steps run: cpu, cuda (with several ranks: cuda:<local rank>) or cuda:N, "
+     "optionally /tf32 or /bf16 GEMMs", 0, 0,
      NULL, "device"},
     {"metrics.rank.offset", SHE_CONF_BOOL, "true",
      "with several ranks, rank r serves /metrics on metrics.listen's port + r", 0, 0, NULL, NULL},
@@ -933,15 +934,16 @@ static she_err_t dist_config(const she_conf_t *c, she_dist_config_t *dc, char *e
     return SHE_OK;
 }
 
-/* learn.device, where "cuda" with several ranks means each rank's own GPU (cuda:<local
- * rank>).  On GPUs the gradients live on the devices, so several ranks sum them with NCCL
+/* learn.device, where "cuda" (or "cuda/MATH") with several ranks means each rank's own GPU
+ * (cuda:<local rank>).  On GPUs the gradients live on the devices, so several ranks sum them with NCCL
  * (the dist.backend auto picks; another backend is refused). */
 static she_err_t learn_device(const she_conf_t *c, she_dist_config_t *dc, she_device_t *dev,
                               char *errstr, size_t errstr_size) {
     const char *spec = she_conf_get(c, "learn.device");
-    char own[32];
-    if (dc->world_size > 1 && spec && strcmp(spec, "cuda") == 0) {
-        snprintf(own, sizeof(own), "cuda:%d", dc->local_rank);
+    char own[64];
+    if (dc->world_size > 1 && spec && strncmp(spec, "cuda", 4) == 0 &&
+        (spec[4] == '\0' || spec[4] == '/')) {
+        snprintf(own, sizeof(own), "cuda:%d%.40s", dc->local_rank, spec + 4);
         spec = own;
     }
     SHE_TRY(she_device_select(spec, dev, errstr, errstr_size));

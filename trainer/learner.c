@@ -85,7 +85,7 @@ she_err_t she_learner_new(she_model_t *policy, she_adamw_t *opt, she_model_t *re
     ln->ref = ref;
     ln->opt = opt;
     ln->cfg = *cfg;
-    she_device_t cpu = {SHE_DEVICE_CPU, 0};
+    she_device_t cpu = {SHE_DEVICE_CPU, 0, SHE_MATH_FP32};
     she_err_t err = she_engine_new(policy, opt, &cpu, &ln->pe, errstr, errstr_size);
     if (err == SHE_OK && ref)
         err = she_engine_new(ref, NULL, &cpu, &ln->re, errstr, errstr_size);

@@ -136,7 +136,7 @@ static const she_conf_def_t rl_defs[] = {
     {"rl.save.every", SHE_CONF_INT, "25", "save OUT/last every N steps (and at the end)", 1, 1e12,
      NULL, "save-every"},
     {"rl.device", SHE_CONF_STR, "cpu",
-     "where the rollouts are generated: cpu, cuda or cuda:N (the updates and the reward model "
+     "where the rollouts are generated: cpu, cuda or cuda:N, optionally /tf32 or /bf16 GEMMs (the updates and the reward model "
      "stay on the CPU)", 0, 0, NULL, "device"},
     {NULL, 0, NULL, NULL, 0, 0, NULL, NULL},
 };

@@ -84,7 +84,7 @@ static const she_conf_def_t rm_defs[] = {
      9007199254740991.0, NULL, "seed"},
     {"rm.save.every", SHE_CONF_INT, "200", "save OUT/last every N steps", 1, 1e12, NULL, NULL},
     {"rm.device", SHE_CONF_STR, "cpu",
-     "where the SFT steps and all sampling run: cpu, cuda or cuda:N (the GRPO updates and the "
+     "where the SFT steps and all sampling run: cpu, cuda or cuda:N, optionally /tf32 or /bf16 GEMMs (the GRPO updates and the "
      "verdict scoring stay on the CPU)", 0, 0, NULL, "device"},
     {NULL, 0, NULL, NULL, 0, 0, NULL, NULL},
 };
