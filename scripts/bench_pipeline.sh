@@ -6,6 +6,7 @@
 #     its last, and rollout groups per second;
 #   - the share of the learner's step time spent in Kafka + Avro (polls that returned a group,
 #     decoding, announcing, committing) against the SRPO steps (`she learn`'s own accounting);
+#   - groups trained, and groups too stale to train on (their samples go back to she.samples);
 #   - the time from a checkpoint announcement to the rollout consumer using it (policy_watch's
 #     log: verified, loaded and swapped in between two batches);
 #   - the peak resident memory (VmHWM) of every component (produce logs its own).
@@ -48,6 +49,10 @@ if m:
     mem["learn"] = m.group(1)
 print(f"| learner steps | {len(steps)} ({groups} groups) |")
 print(f"| samples trained per second (first to last step) | {rate:.2f} |")
+acc = re.search(r"(\d+) groups trained, (\d+) duplicates skipped, (\d+) stale re-queued", done[-1])
+pauses = len(re.findall(r"not yet consumed downstream .*: pausing", rollout))
+print(f"| groups trained / stale re-queued / duplicates | {acc.group(1)} / {acc.group(3)} / "
+      f"{acc.group(2)} (rollout paused {pauses} times on the backlog bound) |")
 print(f"| learner: SRPO steps / Kafka + Avro | {share.group(1)} s / {share.group(2)} s "
       f"(**{share.group(3)}%** of step time) |")
 if lat:

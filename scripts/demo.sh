@@ -16,7 +16,7 @@ t0=$(date +%s)
 echo "== she: $("$she" version | head -1)"
 echo "== she pipeline (logs: $out/logs/; Ctrl-C stops it cleanly)"
 "$she" pipeline --out "$out" \
-    --samples 3000 --model c1 --sft-steps 160 --set pipeline.args.sft="--batch 24 --eval-rows 100" \
+    --samples 3000 --model c1 --sft-steps 480 --set pipeline.args.sft="--batch 24 --eval-rows 100" \
     --rm-steps 60 \
     --set pipeline.args.rm="--set rm.samples=300 --set rm.eval.samples=10 --set rm.policy.samples=0" \
     --reward hybrid --steps 24 --batch 8 --group 8 --max-new 96 --checkpoint-every 4 \

@@ -699,7 +699,12 @@ static void report_gap(learner_run_t *r, const she_learner_stats_t *ls) {
         if (g->n_groups == 0)
             continue;
         int64_t staleness = r->version - g->version;
-        if (r->rank == 0)
+        if (r->rank == 0 && g->tokens == 0)
+            she_log_info(r->lg, "step %" PRId64 ": log-prob gap of %s v%" PRId64 " (staleness %"
+                         PRId64 "%s): not measured, its %d groups came after the step's first "
+                         "update (learner.h)", r->step, k < ls->n_gap ? "policy" : "policies up to",
+                         g->version, staleness, k < ls->n_gap ? "" : "+", g->n_groups);
+        else if (r->rank == 0)
             she_log_info(r->lg, "step %" PRId64 ": log-prob gap of %s v%" PRId64 " (staleness %"
                          PRId64 "%s): mean %.4f, max %.3f over %ld tokens of %d groups",
                          r->step, k < ls->n_gap ? "policy" : "policies up to", g->version,
