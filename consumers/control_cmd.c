@@ -229,7 +229,7 @@ int she_cmd_control(int argc, char **argv, char **envp) {
     if (err != SHE_OK) {
         she_log_error(env.lg, "%s", errstr);
         if (status == SHE_EXIT_OK)
-            status = err == SHE_ERR_CONFIG ? SHE_EXIT_USAGE : SHE_EXIT_FAILURE;
+            status = she_cmd_exit_status(err);
     }
     if (err == SHE_OK) {
         restore(&c, env.conf);

@@ -44,6 +44,9 @@ static const she_conf_def_t reward_defs[] = {
      NULL, NULL},
     {"reward.rm.batch", SHE_CONF_INT, "64", "reward-model questions judged together", 1, 4096,
      NULL, NULL},
+    {"reward.device", SHE_CONF_STR, "cpu",
+     "where the reward model judges: cpu, cuda or cuda:N, optionally /tf32 or /bf16 GEMMs", 0, 0,
+     NULL, "device"},
     {"reward.group.id", SHE_CONF_STR, "she-reward", "consumer group", 0, 0, NULL, NULL},
     {"metrics.listen", SHE_CONF_STR, "127.0.0.1:9466", "/metrics address (0 = off)", 0, 0, NULL,
      "metrics"},
@@ -56,6 +59,7 @@ typedef struct rewarding {
     she_tokenizer_t *tok, *rm_tok;
     she_model_t *rm_model;
     she_rm_t *rm;
+    she_device_t dev; /* where the reward model judges (reward.device) */
     she_lexicon_t *brands, *materials;
     she_rewarder_t *rw;
     int batch;
@@ -84,6 +88,8 @@ static she_err_t parse_weights(const char *s, float w[SHE_RL_N_STEPS], char *err
 
 static she_err_t setup(rewarding_t *w, const she_conf_t *c, she_metrics_t *reg, char *errstr,
                        size_t errstr_size) {
+    /* first: a bad --device is a usage error before anything is read */
+    SHE_TRY(she_device_select(she_conf_get(c, "reward.device"), &w->dev, errstr, errstr_size));
     const char *policy = she_conf_get(c, "reward.policy");
     if (!policy)
         return she_errf(SHE_ERR_CONFIG, errstr, errstr_size,
@@ -110,7 +116,8 @@ static she_err_t setup(rewarding_t *w, const she_conf_t *c, she_metrics_t *reg, 
         int rb = (int)she_conf_get_int(c, "reward.rm.batch");
         SHE_TRY(she_model_load(rmdir, rb, she_rm_max_seq(&rmc), &w->rm_model, NULL, errstr,
                                errstr_size));
-        SHE_TRY(she_rm_new(w->rm_model, w->rm_tok, &rmc, rb, &w->rm, errstr, errstr_size));
+        SHE_TRY(she_rm_new(w->rm_model, w->rm_tok, &rmc, rb, &w->dev, &w->rm, errstr,
+                           errstr_size));
         she_log_info(w->lg, "reward model %s: %d layers, hidden %d", rmdir,
                      w->rm_model->cfg.n_layers, w->rm_model->cfg.hidden_size);
     }
@@ -302,7 +309,7 @@ int she_cmd_reward(int argc, char **argv, char **envp) {
     int status = SHE_EXIT_OK;
     if (err != SHE_OK) {
         she_log_error(env.lg, "%s", errstr);
-        status = err == SHE_ERR_CONFIG ? SHE_EXIT_USAGE : SHE_EXIT_FAILURE;
+        status = she_cmd_exit_status(err);
     } else {
         she_log_info(env.lg, "rewarding in %s mode, batch %d", she_conf_get(env.conf, "reward.mode"),
                      w.batch);

@@ -481,7 +481,7 @@ int she_cmd_rollout(int argc, char **argv, char **envp) {
     int status = SHE_EXIT_OK;
     if (err != SHE_OK) {
         she_log_error(env.lg, "%s", errstr);
-        status = err == SHE_ERR_CONFIG ? SHE_EXIT_USAGE : SHE_EXIT_FAILURE;
+        status = she_cmd_exit_status(err);
     } else {
         she_log_info(env.lg, "rolling out with policy v%" PRId64 " (%s), G=%d, batch %d",
                      she_policy_watch_version(r.pw), she_policy_watch_dir(r.pw),

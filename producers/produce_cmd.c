@@ -328,7 +328,7 @@ int she_cmd_produce(int argc, char **argv, char **envp) {
         she_metrics_free(reg);
         free(p);
         she_cmd_fini(&env);
-        return err == SHE_ERR_CONFIG ? SHE_EXIT_USAGE : SHE_EXIT_FAILURE;
+        return she_cmd_exit_status(err);
     }
 
     for (int i = 0; i < env.n_positional; i++) {

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # test_device_cli.sh -- `--device` on every command that takes it (train-sft, train-rl, train-dpo,
-# train-rm, evaluate, rollout, bench): a malformed device string and a device this machine lacks
-# (cuda:1023 everywhere; plain `cuda` too where there is no CUDA device) end the command with
+# train-rm, evaluate, rollout, reward, serve, bench): a malformed device string, a math mode on
+# the CPU and a device this machine lacks (cuda:1023 everywhere, with a math mode too; plain
+# `cuda` too where there is no CUDA device) end the command with
 # exit status 2 and a message quoting the device string, before any work (no output directory,
 # no broker needed); `she bench` without a device says in one line that its GPU section was
 # skipped.
@@ -32,6 +33,8 @@ declare -A ARGS=(
     [train-rm]="--init ckpt/last --data data.jsonl --out out-rm"
     [evaluate]="--model ckpt/last --data data.jsonl --lexicons ''"
     [rollout]="--policy ckpt/last --set bootstrap.servers=127.0.0.1:1"
+    [reward]="--policy ckpt/last --rm ckpt/last --set bootstrap.servers=127.0.0.1:1"
+    [serve]="--model ckpt/last --listen 127.0.0.1:0"
     [bench]="--model c1 --set bench.cpu=false"
 )
 
@@ -46,7 +49,7 @@ expect_usage_error() { # command, device string
 }
 
 if "$SHE" version | grep -q "device(s)"; then HAVE_GPU=1; else HAVE_GPU=0; fi
-for cmd in train-sft train-rl train-dpo train-rm evaluate rollout bench; do
+for cmd in train-sft train-rl train-dpo train-rm evaluate rollout reward serve bench; do
     expect_usage_error "$cmd" "cuda:x"
     expect_usage_error "$cmd" "cuda:1023"
     expect_usage_error "$cmd" "cuda:1023/bf16"

@@ -1,7 +1,17 @@
 /* test_rm.c -- the generative stepwise reward model's text (verdict parsing, justification,
  * step truth, corruptions, examples), its verdict probability against an independent forward,
  * and step rewards of crafted chains through trainer/reward.c in every mode: a correct chain, a
- * chain with a wrong step 3, a chain whose step 4 does not parse. */
+ * chain with a wrong step 3, a chain whose step 4 does not parse.
+ *
+ * With --gpu (`test_rm_gpu`, label gpu; "skipped: no CUDA device" elsewhere): the scorer on
+ * cuda:0 against the scorer on the CPU on the same questions: the same justifications (greedy;
+ * a question whose justification parts at a near-tie is not compared, and at most one may),
+ * P([Correct]) within 1e-4 (read from two log-prob forwards on the device, from the logits on
+ * the CPU). */
+#include <math.h>
+#include <string.h>
+
+#include "cuda_device.h"
 #include "dataset.h"
 #include "gendata.h"
 #include "test.h"
@@ -199,7 +209,7 @@ static void test_rm_probability(void) {
     she_model_t *m = tiny_model(she_tokenizer_vocab_size(tok), 8, seq);
     REQUIRE(m != NULL);
     she_rm_t *rm = NULL;
-    REQUIRE_OK(she_rm_new(m, tok, &rc, 4, &rm, errstr, sizeof(errstr)));
+    REQUIRE_OK(she_rm_new(m, tok, &rc, 4, NULL, &rm, errstr, sizeof(errstr)));
     she_sft_special_t sp;
     REQUIRE_OK(she_sft_special_ids(tok, &sp, errstr, sizeof(errstr)));
     enum { NQ = 5 };
@@ -289,7 +299,7 @@ static void test_reward_modes(void) {
     she_model_t *m = tiny_model(she_tokenizer_vocab_size(tok), 16, she_rm_max_seq(&rc));
     REQUIRE(m != NULL);
     she_rm_t *rm = NULL;
-    REQUIRE_OK(she_rm_new(m, tok, &rc, 16, &rm, errstr, sizeof(errstr)));
+    REQUIRE_OK(she_rm_new(m, tok, &rc, 16, NULL, &rm, errstr, sizeof(errstr)));
     const she_sample_t *s = &data->samples[0];
     REQUIRE(s->has_steps);
     she_cot_t truth;
@@ -399,7 +409,62 @@ static void test_reward_modes(void) {
     she_dataset_free(data);
 }
 
-int main(void) {
+static void test_rm_on_cuda(void) {
+    char errstr[512];
+    she_tokenizer_t *tok = setup_data();
+    REQUIRE(tok != NULL);
+    she_rm_config_t rc = she_rm_defaults();
+    she_model_t *m = tiny_model(she_tokenizer_vocab_size(tok), 8, she_rm_max_seq(&rc));
+    REQUIRE(m != NULL);
+    she_device_t gpu;
+    REQUIRE_OK(she_device_select("cuda:0", &gpu, errstr, sizeof(errstr)));
+    she_rm_t *cpu_rm = NULL, *gpu_rm = NULL;
+    REQUIRE_OK(she_rm_new(m, tok, &rc, 4, NULL, &cpu_rm, errstr, sizeof(errstr)));
+    REQUIRE_OK(she_rm_new(m, tok, &rc, 4, &gpu, &gpu_rm, errstr, sizeof(errstr)));
+    enum { NQ = 8 }; /* two batches of 4 */
+    she_rm_query_t q[NQ];
+    char chains[NQ][SHE_COT_MAX_CHAIN];
+    for (int i = 0; i < NQ; i++) {
+        she_cot_t c;
+        size_t len;
+        REQUIRE_OK(she_teacher_chain(&data->samples[i], NULL, NULL, &c, errstr, sizeof(errstr)));
+        REQUIRE_OK(she_cot_format(&c, chains[i], sizeof(chains[i]), &len, errstr,
+                                  sizeof(errstr)));
+        q[i] = (she_rm_query_t){&data->samples[i], chains[i], len, 1 + i % 4};
+    }
+    float pc[NQ], pg[NQ];
+    char jc[NQ][SHE_RM_JUSTIFY_TEXT], jg[NQ][SHE_RM_JUSTIFY_TEXT];
+    char *just_c[NQ], *just_g[NQ];
+    for (int i = 0; i < NQ; i++)
+        just_c[i] = jc[i], just_g[i] = jg[i];
+    REQUIRE_OK(she_rm_judge(cpu_rm, q, NQ, pc, just_c, errstr, sizeof(errstr)));
+    REQUIRE_OK(she_rm_judge(gpu_rm, q, NQ, pg, just_g, errstr, sizeof(errstr)));
+    int parted = 0;
+    for (int i = 0; i < NQ; i++) {
+        if (strcmp(jc[i], jg[i]) != 0) {
+            parted++;
+            continue;
+        }
+        CHECK_MSG(fabsf(pc[i] - pg[i]) <= 1e-4f,
+                  "question %d: P(correct) %.6f on the CPU, %.6f on cuda:0", i, pc[i], pg[i]);
+    }
+    CHECK_MSG(parted <= 1, "%d of %d justifications differ between the CPU and cuda:0", parted,
+              NQ);
+    she_rm_free(cpu_rm);
+    she_rm_free(gpu_rm);
+    she_model_free(m);
+    she_tokenizer_free(tok);
+    she_dataset_free(data);
+}
+
+int main(int argc, char **argv) {
+    if (argc > 1 && strcmp(argv[1], "--gpu") == 0) {
+        char why[512] = "";
+        if (she_cuda_device_count(why, sizeof(why)) == 0)
+            TEST_SKIP("no CUDA device (%s)", why);
+        RUN(test_rm_on_cuda);
+        TEST_DONE();
+    }
     RUN(test_verdict_parsing);
     RUN(test_justification_and_step_truth);
     RUN(test_corruptions);

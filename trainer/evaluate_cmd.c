@@ -722,5 +722,5 @@ done:
     she_cmd_fini(&env);
     if (err == SHE_OK)
         return SHE_EXIT_OK;
-    return err == SHE_ERR_NOT_FOUND || err == SHE_ERR_CONFIG ? SHE_EXIT_USAGE : SHE_EXIT_FAILURE;
+    return she_cmd_exit_status(err);
 }

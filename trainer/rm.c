@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "engine.h"
 #include "sampler.h"
 
 
@@ -360,11 +361,12 @@ she_sft_set_t *she_rm_sft_set(const she_rm_config_t *cfg, const she_tokenizer_t 
 
 struct she_rm {
     she_model_t *model;
+    she_engine_t *eng;              /* model on the device judged on (no optimizer) */
+    she_engine_sampler_t *sampler;
     const she_tokenizer_t *tok;
     she_sft_special_t sp;
     she_rm_config_t cfg;
     int max_batch, max_seq, max_query;
-    she_sampler_t *sampler;
     int32_t prefix[SHE_RM_VERDICT_MAX]; /* verdict tokens the two share */
     int n_prefix;
     int32_t tok_correct, tok_incorrect; /* the first tokens where they differ */
@@ -378,10 +380,13 @@ struct she_rm {
     int32_t *tokens;   /* (max_batch, max_seq) forward rows */
     uint8_t *mask;     /* (max_batch, max_seq) */
     int *last;         /* (max_batch) position whose logits hold the verdict choice */
+    int32_t *targets;  /* (max_batch, max_seq) on a device: a verdict token at `last`, else -1 */
+    float *lp, *lp_correct; /* (max_batch, max_seq) on a device: log-probs of the targets */
 };
 
 she_err_t she_rm_new(she_model_t *model, const she_tokenizer_t *tok, const she_rm_config_t *cfg,
-                     int max_batch, she_rm_t **out, char *errstr, size_t errstr_size) {
+                     int max_batch, const she_device_t *dev, she_rm_t **out, char *errstr,
+                     size_t errstr_size) {
     *out = NULL;
     int max_seq = she_rm_max_seq(cfg);
     if (max_batch < 1 || max_batch > model->max_batch || max_seq > model->max_seq ||
@@ -416,10 +421,13 @@ she_err_t she_rm_new(she_model_t *model, const she_tokenizer_t *tok, const she_r
     rm->n_prefix = k;
     rm->tok_correct = vc[k];
     rm->tok_incorrect = vi[k];
-    she_err_t err = she_sampler_new(model, max_batch, rm->max_query + cfg->max_justify,
-                                    &rm->sampler, errstr, errstr_size);
+    she_device_t cpu = {SHE_DEVICE_CPU, 0, SHE_MATH_FP32};
+    she_err_t err = she_engine_new(model, NULL, dev ? dev : &cpu, &rm->eng, errstr, errstr_size);
+    if (err == SHE_OK)
+        err = she_engine_sampler_new(rm->eng, max_batch, rm->max_query + cfg->max_justify,
+                                     &rm->sampler, errstr, errstr_size);
     if (err != SHE_OK) {
-        free(rm);
+        she_rm_free(rm);
         return err;
     }
     rm->qids = malloc(sizeof(int32_t) * max_batch * rm->max_query);
@@ -442,6 +450,14 @@ she_err_t she_rm_new(she_model_t *model, const she_tokenizer_t *tok, const she_r
     SHE_CHECK_ALLOC(rm->tokens);
     SHE_CHECK_ALLOC(rm->mask);
     SHE_CHECK_ALLOC(rm->last);
+    if (she_engine_on_cuda(rm->eng)) {
+        rm->targets = malloc(sizeof(int32_t) * max_batch * max_seq);
+        rm->lp = malloc(sizeof(float) * max_batch * max_seq);
+        rm->lp_correct = malloc(sizeof(float) * max_batch * max_seq);
+        SHE_CHECK_ALLOC(rm->targets);
+        SHE_CHECK_ALLOC(rm->lp);
+        SHE_CHECK_ALLOC(rm->lp_correct);
+    }
     *out = rm;
     return SHE_OK;
 }
@@ -449,7 +465,8 @@ she_err_t she_rm_new(she_model_t *model, const she_tokenizer_t *tok, const she_r
 void she_rm_free(she_rm_t *rm) {
     if (!rm)
         return;
-    she_sampler_free(rm->sampler);
+    she_engine_sampler_free(rm->sampler);
+    she_engine_free(rm->eng);
     free(rm->qids);
     free(rm->qlen);
     free(rm->index);
@@ -460,6 +477,9 @@ void she_rm_free(she_rm_t *rm) {
     free(rm->tokens);
     free(rm->mask);
     free(rm->last);
+    free(rm->targets);
+    free(rm->lp);
+    free(rm->lp_correct);
     free(rm);
 }
 
@@ -474,6 +494,41 @@ static size_t cut_justification(char *text, size_t len) {
     size_t n = br ? (size_t)(br - text) : len;
     text[n] = '\n';
     return n + 1;
+}
+
+/* P([Correct]) of the B packed rows (stride T) into p_correct[index[b]]: the odds of the two
+ * verdict tokens after the shared prefix, from the logits at `last` on the CPU; on a device
+ * the logits stay there, so the same odds are read as the difference of the two tokens'
+ * log-probs (the softmax's normaliser cancels), one forward with each as the target. */
+static she_err_t verdicts(she_rm_t *rm, int B, int T, float *p_correct, char *errstr,
+                          size_t errstr_size) {
+    if (!she_engine_on_cuda(rm->eng)) {
+        SHE_TRY(she_engine_forward(rm->eng, rm->tokens, rm->mask, NULL, B, T, 1.0f, NULL, NULL,
+                                   errstr, errstr_size));
+        const int V = rm->model->cfg.vocab_size;
+        for (int b = 0; b < B; b++) {
+            const float *z = rm->model->a.logits + ((size_t)b * T + rm->last[b]) * V;
+            double d = (double)z[rm->tok_incorrect] - (double)z[rm->tok_correct];
+            p_correct[rm->index[b]] = (float)(1.0 / (1.0 + exp(d)));
+        }
+        return SHE_OK;
+    }
+    for (size_t i = 0; i < (size_t)B * T; i++)
+        rm->targets[i] = -1;
+    for (int b = 0; b < B; b++)
+        rm->targets[(size_t)b * T + rm->last[b]] = rm->tok_correct;
+    SHE_TRY(she_engine_forward(rm->eng, rm->tokens, rm->mask, rm->targets, B, T, 1.0f,
+                               rm->lp_correct, NULL, errstr, errstr_size));
+    for (int b = 0; b < B; b++)
+        rm->targets[(size_t)b * T + rm->last[b]] = rm->tok_incorrect;
+    SHE_TRY(she_engine_forward(rm->eng, rm->tokens, rm->mask, rm->targets, B, T, 1.0f, rm->lp,
+                               NULL, errstr, errstr_size));
+    for (int b = 0; b < B; b++) {
+        size_t at = (size_t)b * T + rm->last[b];
+        double d = (double)rm->lp[at] - (double)rm->lp_correct[at];
+        p_correct[rm->index[b]] = (float)(1.0 / (1.0 + exp(d)));
+    }
+    return SHE_OK;
 }
 
 she_err_t she_rm_judge(she_rm_t *rm, const she_rm_query_t *q, int n, float *p_correct,
@@ -500,8 +555,8 @@ she_err_t she_rm_judge(she_rm_t *rm, const she_rm_query_t *q, int n, float *p_co
         }
         if (B == 0)
             continue;
-        SHE_TRY(she_sampler_generate(rm->sampler, rm->rows, rm->qlen, B, &p, 0, rm->gen,
-                                     rm->gen_logp, NULL, rm->gen_len, NULL, errstr, errstr_size));
+        SHE_TRY(she_engine_generate(rm->sampler, rm->rows, rm->qlen, B, &p, 0, rm->gen,
+                                    rm->gen_logp, NULL, rm->gen_len, NULL, errstr, errstr_size));
         /* rows: question + justification + the verdicts' shared prefix */
         int T = 0;
         for (int b = 0; b < B; b++) {
@@ -541,14 +596,7 @@ she_err_t she_rm_judge(she_rm_t *rm, const she_rm_query_t *q, int n, float *p_co
             for (int t = len; t < T; t++)
                 rm->tokens[(size_t)b * T + t] = rm->sp.pad;
         }
-        SHE_TRY(she_model_forward(rm->model, rm->tokens, rm->mask, NULL, B, T, 1.0f, NULL, NULL,
-                                  errstr, errstr_size));
-        const int V = rm->model->cfg.vocab_size;
-        for (int b = 0; b < B; b++) {
-            const float *z = rm->model->a.logits + ((size_t)b * T + rm->last[b]) * V;
-            double d = (double)z[rm->tok_incorrect] - (double)z[rm->tok_correct];
-            p_correct[rm->index[b]] = (float)(1.0 / (1.0 + exp(d)));
-        }
+        SHE_TRY(verdicts(rm, B, T, p_correct, errstr, errstr_size));
     }
     return SHE_OK;
 }

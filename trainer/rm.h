@@ -32,6 +32,7 @@
 
 #include "cot.h"
 #include "dataset.h"
+#include "engine.h"
 #include "model.h"
 #include "sample.h"
 #include "sft.h"
@@ -171,17 +172,24 @@ typedef struct she_rm_query {
 } she_rm_query_t;
 
 /* A scorer over model (borrowed, reserved for at least max_batch rows of she_rm_max_seq(cfg)
- * positions) and its tokenizer (with the SFT special tokens).  SHE_ERR_INVALID when the
- * sizes do not fit or the verdicts do not tokenize into a shared prefix and one differing
- * token; *out NULL then.  Free with she_rm_free (NULL allowed). */
+ * positions) and its tokenizer (with the SFT special tokens), judging on dev (NULL = the CPU):
+ * on a CUDA device the scorer holds its own device copy of the model's current weights, so a
+ * scorer made after the host weights change judges with the new ones.  SHE_ERR_INVALID when
+ * the sizes do not fit or the verdicts do not tokenize into a shared prefix and one differing
+ * token, the device errors of she_engine_new; *out NULL then.  Free with she_rm_free (NULL
+ * allowed). */
 she_err_t she_rm_new(she_model_t *model, const she_tokenizer_t *tok, const she_rm_config_t *cfg,
-                     int max_batch, she_rm_t **out, char *errstr, size_t errstr_size);
+                     int max_batch, const she_device_t *dev, she_rm_t **out, char *errstr,
+                     size_t errstr_size);
 void she_rm_free(she_rm_t *rm);
 
 /* Judges q[0..n): p_correct[i] = P([Correct]) in [0, 1], or -1 when the question could not be
  * asked (the sample makes no prompt); justification (NULL allowed, n pointers to buffers of
  * SHE_RM_JUSTIFY_TEXT bytes) receives the generated justification text.  Deterministic
- * (greedy).  Returns SHE_ERR_INVALID only when the engine refuses a batch (a bug). */
+ * (greedy).  On a device the same to float rounding: the verdict is read there as the
+ * log-probs of its two tokens (two forwards of the rows), on the CPU from the logits.  Returns
+ * SHE_ERR_INVALID only when the engine refuses a batch (a bug), SHE_ERR_CUDA on a device
+ * failure. */
 #define SHE_RM_JUSTIFY_TEXT 512
 she_err_t she_rm_judge(she_rm_t *rm, const she_rm_query_t *q, int n, float *p_correct,
                        char *const *justification, char *errstr, size_t errstr_size);

@@ -136,8 +136,8 @@ static const she_conf_def_t rl_defs[] = {
     {"rl.save.every", SHE_CONF_INT, "25", "save OUT/last every N steps (and at the end)", 1, 1e12,
      NULL, "save-every"},
     {"rl.device", SHE_CONF_STR, "cpu",
-     "where the rollouts are generated: cpu, cuda or cuda:N, optionally /tf32 or /bf16 GEMMs (the updates and the reward model "
-     "stay on the CPU)", 0, 0, NULL, "device"},
+     "where the rollouts are generated and the reward model judges: cpu, cuda or cuda:N, "
+     "optionally /tf32 or /bf16 GEMMs (the updates stay on the CPU)", 0, 0, NULL, "device"},
     {NULL, 0, NULL, NULL, 0, 0, NULL, NULL},
 };
 
@@ -484,7 +484,9 @@ static she_err_t load_models(rl_run_t *r, int resume, char *errstr, size_t errst
         int rb = (int)she_conf_get_int(c, "rl.rm.batch");
         SHE_TRY(she_model_load(rmdir, rb, she_rm_max_seq(&rc), &r->rm_model, NULL, errstr,
                                errstr_size));
-        SHE_TRY(she_rm_new(r->rm_model, r->rm_tok, &rc, rb, &r->rm, errstr, errstr_size));
+        she_device_t dev;
+        SHE_TRY(she_device_select(she_conf_get(c, "rl.device"), &dev, errstr, errstr_size));
+        SHE_TRY(she_rm_new(r->rm_model, r->rm_tok, &rc, rb, &dev, &r->rm, errstr, errstr_size));
     }
     she_reward_config_t rcfg = she_reward_defaults();
     rcfg.mode = mode;

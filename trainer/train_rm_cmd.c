@@ -84,8 +84,9 @@ static const she_conf_def_t rm_defs[] = {
      9007199254740991.0, NULL, "seed"},
     {"rm.save.every", SHE_CONF_INT, "200", "save OUT/last every N steps", 1, 1e12, NULL, NULL},
     {"rm.device", SHE_CONF_STR, "cpu",
-     "where the SFT steps and all sampling run: cpu, cuda or cuda:N, optionally /tf32 or /bf16 GEMMs (the GRPO updates and the "
-     "verdict scoring stay on the CPU)", 0, 0, NULL, "device"},
+     "where the SFT steps, all sampling and the verdict scoring run: cpu, cuda or cuda:N, "
+     "optionally /tf32 or /bf16 GEMMs (the GRPO updates stay on the CPU)", 0, 0, NULL,
+     "device"},
     {NULL, 0, NULL, NULL, 0, 0, NULL, NULL},
 };
 
@@ -254,7 +255,7 @@ static she_err_t judge_examples(rm_run_t *r, const she_dataset_t *ds, const she_
                                 int n, float *p, char *errstr, size_t errstr_size) {
     int jb = (int)she_conf_get_int(r->conf, "rm.judge.batch");
     she_rm_t *rm = NULL;
-    SHE_TRY(she_rm_new(r->m, r->tok, &r->rc, jb, &rm, errstr, errstr_size));
+    SHE_TRY(she_rm_new(r->m, r->tok, &r->rc, jb, &r->dev, &rm, errstr, errstr_size));
     she_rm_query_t *q = malloc(sizeof(*q) * (n ? n : 1));
     SHE_CHECK_ALLOC(q);
     for (int i = 0; i < n; i++)
