@@ -104,8 +104,8 @@ double she_bench_sgemm_gflops(const she_model_config_t *c, int N, int reps) {
     return flops / secs / 1e9;
 }
 
-she_err_t she_bench_train(const she_model_config_t *cfg, const she_device_t *dev, int B, int T, int steps, she_bench_train_t *out, char *errstr,
-                          size_t errstr_size) {
+she_err_t she_bench_train(const she_model_config_t *cfg, const she_device_t *dev, int B, int T,
+                          int steps, she_bench_train_t *out, char *errstr, size_t errstr_size) {
     she_model_t *m = NULL;
     SHE_TRY(she_model_new(cfg, B, T, &m, errstr, errstr_size));
     she_model_init_weights(m, 1, 0.02f);
@@ -167,7 +167,8 @@ she_err_t she_bench_train(const she_model_config_t *cfg, const she_device_t *dev
     return err;
 }
 
-she_err_t she_bench_generate(const she_model_config_t *cfg, const she_device_t *dev, int B, int prompt_len, int n_new, int runs, she_bench_gen_t *out,
+she_err_t she_bench_generate(const she_model_config_t *cfg, const she_device_t *dev, int B,
+                             int prompt_len, int n_new, int runs, she_bench_gen_t *out,
                              char *errstr, size_t errstr_size) {
     she_model_t *m = NULL;
     she_engine_t *e = NULL;

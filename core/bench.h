@@ -39,8 +39,8 @@ she_err_t she_bench_cublas_gflops(const she_model_config_t *cfg, int device, int
 /* Times `steps` training steps (forward + backward + AdamW, after one warm-up) on B x T on dev
  * (in dev's math mode).  On a device each phase is waited for before its clock
  * is read, so the fractions are of device time. */
-she_err_t she_bench_train(const she_model_config_t *cfg, const she_device_t *dev, int B, int T, int steps, she_bench_train_t *out, char *errstr,
-                          size_t errstr_size);
+she_err_t she_bench_train(const she_model_config_t *cfg, const she_device_t *dev, int B, int T,
+                          int steps, she_bench_train_t *out, char *errstr, size_t errstr_size);
 
 typedef struct she_bench_gen {
     double s_median, tokens_per_s, gflops;
@@ -49,7 +49,8 @@ typedef struct she_bench_gen {
 /* Times generation of n_new tokens after distinct prompt_len-token prompts for B rows with the
  * KV-cache sampler on dev (temperature 0.99, top-k 100, no early stop), `runs` runs after a
  * warm-up. */
-she_err_t she_bench_generate(const she_model_config_t *cfg, const she_device_t *dev, int B, int prompt_len, int n_new, int runs, she_bench_gen_t *out,
+she_err_t she_bench_generate(const she_model_config_t *cfg, const she_device_t *dev, int B,
+                             int prompt_len, int n_new, int runs, she_bench_gen_t *out,
                              char *errstr, size_t errstr_size);
 
 #endif

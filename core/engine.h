@@ -74,9 +74,9 @@ void she_device_name(const she_device_t *dev, char *out, size_t out_size);
 typedef struct she_engine_s she_engine_t;
 
 /* An engine for cpu (and opt, may be NULL) on dev, reserved for cpu's max_batch x max_seq.  On
- * CUDA it creates the device model from cpu's weights in dev's math mode and uploads opt.  cpu and opt are
- * borrowed and must outlive the engine; cpu is only read, except by she_engine_download and,
- * on the CPU, by the training calls.  Returns SHE_ERR_INVALID when opt does not match cpu's
+ * CUDA it creates the device model from cpu's weights in dev's math mode and uploads opt.  cpu and
+ * opt are borrowed and must outlive the engine; cpu is only read, except by she_engine_download
+ * and, on the CPU, by the training calls.  Returns SHE_ERR_INVALID when opt does not match cpu's
  * size, the device errors of she_cuda_model_new otherwise (*out = NULL then).  Free with
  * she_engine_free (NULL allowed). */
 she_err_t she_engine_new(she_model_t *cpu, she_adamw_t *opt, const she_device_t *dev,

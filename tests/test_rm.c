@@ -198,6 +198,24 @@ static void test_examples(void) {
     she_rm_examples_free(&set);
 }
 
+/* Questions about the teacher chains of the first n samples, steps 1..4 in turn. */
+static int teacher_questions(she_rm_query_t *q, char (*chains)[SHE_COT_MAX_CHAIN], int n) {
+    char errstr[512];
+    for (int i = 0; i < n; i++) {
+        she_cot_t c;
+        size_t len;
+        she_err_t e = she_teacher_chain(&data->samples[i], NULL, NULL, &c, errstr, sizeof(errstr));
+        if (e == SHE_OK)
+            e = she_cot_format(&c, chains[i], sizeof(chains[i]), &len, errstr, sizeof(errstr));
+        if (e != SHE_OK) {
+            fprintf(stderr, "teacher chain %d: %s\n", i, errstr);
+            return -1;
+        }
+        q[i] = (she_rm_query_t){&data->samples[i], chains[i], len, 1 + i % 4};
+    }
+    return 0;
+}
+
 /* P([Correct]) from the scorer equals the two-way softmax of an independent forward with the
  * two verdict tokens as targets (log-softmax there, raw logits in the scorer). */
 static void test_rm_probability(void) {
@@ -215,14 +233,7 @@ static void test_rm_probability(void) {
     enum { NQ = 5 };
     she_rm_query_t q[NQ];
     char chains[NQ][SHE_COT_MAX_CHAIN];
-    for (int i = 0; i < NQ; i++) {
-        she_cot_t c;
-        size_t len;
-        REQUIRE_OK(she_teacher_chain(&data->samples[i], NULL, NULL, &c, errstr, sizeof(errstr)));
-        REQUIRE_OK(she_cot_format(&c, chains[i], sizeof(chains[i]), &len, errstr,
-                                  sizeof(errstr)));
-        q[i] = (she_rm_query_t){&data->samples[i], chains[i], len, 1 + i % 4};
-    }
+    REQUIRE(teacher_questions(q, chains, NQ) == 0);
     float p[NQ];
     char jbuf[NQ][SHE_RM_JUSTIFY_TEXT];
     char *just[NQ];
@@ -424,14 +435,7 @@ static void test_rm_on_cuda(void) {
     enum { NQ = 8 }; /* two batches of 4 */
     she_rm_query_t q[NQ];
     char chains[NQ][SHE_COT_MAX_CHAIN];
-    for (int i = 0; i < NQ; i++) {
-        she_cot_t c;
-        size_t len;
-        REQUIRE_OK(she_teacher_chain(&data->samples[i], NULL, NULL, &c, errstr, sizeof(errstr)));
-        REQUIRE_OK(she_cot_format(&c, chains[i], sizeof(chains[i]), &len, errstr,
-                                  sizeof(errstr)));
-        q[i] = (she_rm_query_t){&data->samples[i], chains[i], len, 1 + i % 4};
-    }
+    REQUIRE(teacher_questions(q, chains, NQ) == 0);
     float pc[NQ], pg[NQ];
     char jc[NQ][SHE_RM_JUSTIFY_TEXT], jg[NQ][SHE_RM_JUSTIFY_TEXT];
     char *just_c[NQ], *just_g[NQ];

@@ -940,8 +940,8 @@ static she_err_t dist_config(const she_conf_t *c, she_dist_config_t *dc, char *e
 }
 
 /* learn.device, where "cuda" (or "cuda/MATH") with several ranks means each rank's own GPU
- * (cuda:<local rank>).  On GPUs the gradients live on the devices, so several ranks sum them with NCCL
- * (the dist.backend auto picks; another backend is refused). */
+ * (cuda:<local rank>).  On GPUs the gradients live on the devices, so several ranks sum them with
+ * NCCL (the dist.backend auto picks; another backend is refused). */
 static she_err_t learn_device(const she_conf_t *c, she_dist_config_t *dc, she_device_t *dev,
                               char *errstr, size_t errstr_size) {
     const char *spec = she_conf_get(c, "learn.device");

@@ -106,8 +106,8 @@ static const she_conf_def_t sft_defs[] = {
      NULL},
     {"sft.eval.max.new", SHE_CONF_INT, "128", "answer tokens when judging", 1, 4096, NULL, NULL},
     {"sft.device", SHE_CONF_STR, "cpu",
-     "where training and validation run: cpu, cuda or cuda:N, optionally /tf32 or /bf16 GEMMs (checkpoints are the same)", 0, 0,
-     NULL, "device"},
+     "where training and validation run: cpu, cuda or cuda:N, optionally /tf32 or /bf16 GEMMs "
+     "(checkpoints are the same)", 0, 0, NULL, "device"},
     {"sft.log.every", SHE_CONF_INT, "20", "steps between log lines (train_log.jsonl, and the "
      "progress line when stderr is not a terminal)", 1, 1e9, NULL, "log-every"},
     {NULL, 0, NULL, NULL, 0, 0, NULL, NULL},

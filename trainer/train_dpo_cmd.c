@@ -70,8 +70,8 @@ static const she_conf_def_t dpo_defs[] = {
      9007199254740991.0, NULL, "seed"},
     {"dpo.save.every", SHE_CONF_INT, "50", "save OUT/last every N steps", 1, 1e12, NULL, NULL},
     {"dpo.device", SHE_CONF_STR, "cpu",
-     "where sampling, the reference and the steps run: cpu, cuda or cuda:N, optionally /tf32 or /bf16 GEMMs", 0, 0, NULL,
-     "device"},
+     "where sampling, the reference and the steps run: cpu, cuda or cuda:N, optionally /tf32 "
+     "or /bf16 GEMMs", 0, 0, NULL, "device"},
     {NULL, 0, NULL, NULL, 0, 0, NULL, NULL},
 };
 
