@@ -45,6 +45,7 @@
 #include "cmd.h"
 #include "commands.h"
 #include "dataset.h"
+#include "engine.h"
 #include "signals.h"
 
 static const she_conf_def_t pipeline_defs[] = {
@@ -84,6 +85,9 @@ static const she_conf_def_t pipeline_defs[] = {
     {"pipeline.lr", SHE_CONF_DOUBLE, "5e-5", "learner learning rate", 0, 10, NULL, "lr"},
     {"pipeline.threads", SHE_CONF_INT, "1", "OpenMP threads per child", 1, 1024, NULL,
      "threads"},
+    {"pipeline.device", SHE_CONF_STR, "cpu",
+     "where every stage's model runs (train-sft, train-rm, rollout, reward, learn, evaluate): "
+     "cpu, cuda or cuda:N, optionally /tf32 or /bf16 GEMMs", 0, 0, NULL, "device"},
     {"pipeline.eval.rows", SHE_CONF_INT, "300", "validation rows in the final evaluation (0 = "
      "all)", 0, 1e12, NULL, "eval-rows"},
     {"pipeline.timeout.s", SHE_CONF_INT, "3600", "give up after this long", 10, 1e9, NULL,
@@ -157,6 +161,12 @@ typedef struct pipeline {
     char bootstrap[256];
     int threads;
 } pipeline_t;
+
+/* --device for a stage that runs a model: the same device for all of them. */
+static void device_arg(const pipeline_t *p, argv_buf_t *a) {
+    arg(a, "--device");
+    arg(a, she_conf_get(p->conf, "pipeline.device"));
+}
 
 /* kafka.* keys the user gave, for every Kafka client. */
 static she_err_t add_kafka(const char *key, const char *value, const char *source, void *opaque,
@@ -462,7 +472,8 @@ static she_err_t prepare_models(pipeline_t *p, const char *data, char *policy, c
         arg(&a, she_conf_get(c, "pipeline.sft.model"));
         arg(&a, "--max-steps");
         argf(&a, "%lld", she_conf_get_int(c, "pipeline.sft.steps"));
-        args_split(&a, she_conf_get(c, "pipeline.args.sft"));
+        device_arg(p, &a);
+    args_split(&a, she_conf_get(c, "pipeline.args.sft"));
         err = run_step(p, "train-sft", &a, errstr, errstr_size);
         args_free(&a);
         SHE_TRY(err);
@@ -485,6 +496,7 @@ static she_err_t prepare_models(pipeline_t *p, const char *data, char *policy, c
     argf(&a, "%s/rm", p->out);
     arg(&a, "--steps");
     argf(&a, "%lld", she_conf_get_int(c, "pipeline.rm.steps"));
+    device_arg(p, &a);
     args_split(&a, she_conf_get(c, "pipeline.args.rm"));
     err = run_step(p, "train-rm", &a, errstr, errstr_size);
     args_free(&a);
@@ -559,6 +571,7 @@ static she_err_t start_children(pipeline_t *p, child_t *ch, const char *policy, 
     }
     arg(&a, "--lexicons");
     arg(&a, she_conf_get(c, "pipeline.lexicons"));
+    device_arg(p, &a);
     args_split(&a, she_conf_get(c, "pipeline.args.reward"));
     ch[C_REWARD].pid = spawn(p, "reward", &a, p->threads);
     args_free(&a);
@@ -577,6 +590,7 @@ static she_err_t start_children(pipeline_t *p, child_t *ch, const char *policy, 
         backlog = 2 * she_conf_get_int(c, "pipeline.batch") *
                   she_conf_get_int(c, "pipeline.checkpoint.every");
     argf(&a, "--set=rollout.max.backlog=%lld", (long long)backlog);
+    device_arg(p, &a);
     args_split(&a, she_conf_get(c, "pipeline.args.rollout"));
     ch[C_ROLLOUT].pid = spawn(p, "rollout", &a, p->threads);
     args_free(&a);
@@ -595,6 +609,7 @@ static she_err_t start_children(pipeline_t *p, child_t *ch, const char *policy, 
     arg(&a, "--lr");
     arg(&a, she_conf_get(c, "pipeline.lr"));
     argf(&a, "--set=learn.max.seq=%lld", 128 + she_conf_get_int(c, "pipeline.max.new"));
+    device_arg(p, &a);
     args_split(&a, she_conf_get(c, "pipeline.args.learn"));
     ch[C_LEARN].pid = spawn(p, "learn", &a, p->threads);
     args_free(&a);
@@ -726,6 +741,7 @@ static she_err_t evaluate(pipeline_t *p, const char *data, char *errstr, size_t 
     argf(&a, "%lld", she_conf_get_int(c, "pipeline.eval.rows"));
     arg(&a, "--out");
     argf(&a, "%s/eval", p->out);
+    device_arg(p, &a);
     args_split(&a, she_conf_get(c, "pipeline.args.eval"));
     she_err_t err = run_step(p, "evaluate", &a, errstr, errstr_size);
     args_free(&a);
@@ -765,6 +781,13 @@ int she_cmd_pipeline(int argc, char **argv, char **envp) {
     char errstr[SHE_ERRSTR_SIZE];
     pipeline_t p = {.conf = env.conf, .lg = env.lg};
     p.threads = (int)she_conf_get_int(env.conf, "pipeline.threads");
+    she_device_t dev; /* checked here, so a bad device fails before any stage starts */
+    if (she_device_select(she_conf_get(env.conf, "pipeline.device"), &dev, errstr,
+                          sizeof(errstr)) != SHE_OK) {
+        she_log_error(env.lg, "%s", errstr);
+        she_cmd_fini(&env);
+        return SHE_EXIT_USAGE;
+    }
     ssize_t n = readlink("/proc/self/exe", p.self, sizeof(p.self) - 1);
     if (n <= 0) {
         she_log_error(env.lg, "cannot find the she binary: %s", strerror(errno));

@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# test_device_cli.sh -- `--device` on every command that takes it (train-sft, train-rl, train-dpo,
-# train-rm, evaluate, rollout, reward, serve, bench): a malformed device string, a math mode on
-# the CPU and a device this machine lacks (cuda:1023 everywhere, with a math mode too; plain
-# `cuda` too where there is no CUDA device) end the command with
-# exit status 2 and a message quoting the device string, before any work (no output directory,
-# no broker needed); `she bench` without a device says in one line that its GPU section was
+# test_device_cli.sh -- `--device` on every command that takes it (train-sft, train-rl,
+# train-dpo, train-rm, evaluate, rollout, reward, serve, pipeline, bench): a malformed device
+# string, a math mode on the CPU and a device this machine lacks (cuda:1023 everywhere, with a
+# math mode too; plain `cuda` too where there is no CUDA device) end the command with exit
+# status 2 and a message quoting the device string, before any work (no output directory, no
+# broker needed); `she bench` without a device says in one line that its GPU section was
 # skipped.
 set -euo pipefail
 SHE=${SHE_BIN:?SHE_BIN not set}
@@ -35,6 +35,7 @@ declare -A ARGS=(
     [rollout]="--policy ckpt/last --set bootstrap.servers=127.0.0.1:1"
     [reward]="--policy ckpt/last --rm ckpt/last --set bootstrap.servers=127.0.0.1:1"
     [serve]="--model ckpt/last --listen 127.0.0.1:0"
+    [pipeline]="--out out-pipeline"
     [bench]="--model c1 --set bench.cpu=false"
 )
 
@@ -43,13 +44,13 @@ expect_usage_error() { # command, device string
     eval "\"$SHE\" $cmd ${ARGS[$cmd]} --device '$dev'" >out.txt 2>err.txt || rc=$?
     [ "$rc" -eq 2 ] || fail "she $cmd --device $dev: exit $rc, not 2: $(cat err.txt)"
     grep -qF "\"$dev\"" err.txt || fail "she $cmd --device $dev: message does not name it: $(cat err.txt)"
-    for d in out-sft out-rl out-dpo out-rm; do
+    for d in out-sft out-rl out-dpo out-rm out-pipeline; do
         [ ! -e "$d" ] || fail "she $cmd --device $dev worked before failing ($d exists)"
     done
 }
 
 if "$SHE" version | grep -q "device(s)"; then HAVE_GPU=1; else HAVE_GPU=0; fi
-for cmd in train-sft train-rl train-dpo train-rm evaluate rollout reward serve bench; do
+for cmd in train-sft train-rl train-dpo train-rm evaluate rollout reward serve pipeline bench; do
     expect_usage_error "$cmd" "cuda:x"
     expect_usage_error "$cmd" "cuda:1023"
     expect_usage_error "$cmd" "cuda:1023/bf16"
