@@ -29,6 +29,10 @@
  *   backlog     `she rollout --max-backlog 8` with nothing downstream: it makes a few batches of
  *               groups and pauses (not all 160 samples); once the reward group has committed
  *               past them (the test commits for it) it resumes and rolls out the rest.
+ *   lostrank    (N >= 2 ranks) `she learn` with a 4 s collective deadline: the last rank is
+ *               stopped (SIGSTOP: hung) after the first checkpoint, and the others end the job
+ *               with a failure status within the deadline, naming it; then rank 0 is SIGKILLed
+ *               and the others end the job at once; the checkpoint before stays whole.
  * An optional argv[2] = N runs `she learn` as N data-parallel ranks (the TCP star on
  * 127.0.0.1; rank r reads the partitions p with p % N == r): accounting then also SIGKILLs
  * every rank after a few steps and restarts them all, and checks that the checkpoint holds
@@ -95,6 +99,9 @@ static int log_lines(const char *name, const char *needle) {
     return tp_count_lines(path, needle);
 }
 
+/* Every collective's deadline in the learner ranks (lostrank shortens it). */
+static const char *dist_timeout = "dist.timeout.s=60";
+
 /* Starts `she learn ARGS...` as `ranks` processes into pids[0, ranks): rank 0 logs to
  * <log>.log, rank r > 0 to <log><r>.log. */
 static void spawn_learners(const char *log, const char *const *args, pid_t *pids) {
@@ -108,7 +115,7 @@ static void spawn_learners(const char *log, const char *const *args, pid_t *pids
             a[n++] = args[i];
         snprintf(rank, sizeof(rank), "dist.rank=%d", r);
         const char *dist[] = {"--set", world, "--set", rank, "--set", port, "--set",
-                              "dist.master.addr=127.0.0.1", "--set", "dist.timeout.s=60"};
+                              "dist.master.addr=127.0.0.1", "--set", dist_timeout};
         for (int i = 0; ranks > 1 && i < 10; i++)
             a[n++] = dist[i];
         a[n] = NULL;
@@ -620,24 +627,38 @@ static void produce_groups(int first, int n, int G, int vocab, int64_t version) 
 /* Runs the learner (every rank) into dir/name; 0 when every rank exited 0 within timeout_s,
  * or, with kill_after_step > 0, SIGKILLs every rank once rank 0 logs that step after its
  * first checkpoint. */
-static int run_learner_for(const char *policy, const char *name, const char *max_steps,
-                           const char *staleness, int kill_after_step, double timeout_s) {
+/* Starts the learner (every rank, batches of 4, a checkpoint every 2 steps) into dir/name. */
+static void start_job(const char *policy, const char *name, const char *max_steps,
+                      const char *staleness, pid_t *pids) {
     char ckpt[1200];
     snprintf(ckpt, sizeof(ckpt), "%s/%s", dir, name);
     const char *a[] = {"learn", "--bootstrap", bootstrap, "--metrics", "0", "--init", policy,
                        "--dir", ckpt, "--batch", "4", "--checkpoint-every", "2",
                        "--max-steps", max_steps, "--lr", "1e-3", "--set", "learn.micro.batch=8",
                        "--set", "learn.max.seq=64", "--set", staleness, NULL};
-    pid_t pids[8];
     spawn_learners(name, a, pids);
+}
+
+/* Waits up to 60 s for the learner in dir/name to write its first checkpoint (step 2). */
+static int wait_first_checkpoint(const char *name) {
+    char ck[1300];
+    snprintf(ck, sizeof(ck), "%s/%s/v000001/trainer_state.json", dir, name);
+    for (double t0 = she_now_s(); she_now_s() - t0 < 60; usleep(20000))
+        if (access(ck, R_OK) == 0)
+            return 0;
+    return -1;
+}
+
+static int run_learner_for(const char *policy, const char *name, const char *max_steps,
+                           const char *staleness, int kill_after_step, double timeout_s) {
+    pid_t pids[8];
+    start_job(policy, name, max_steps, staleness, pids);
     int rc = 0;
     if (kill_after_step > 0) {
-        char ck[1300], log[128], line[32];
-        snprintf(ck, sizeof(ck), "%s/v000001/trainer_state.json", ckpt);
+        char log[128], line[32];
         snprintf(log, sizeof(log), "%s.log", name);
         snprintf(line, sizeof(line), "step %d:", kill_after_step);
-        for (double t0 = she_now_s(); access(ck, R_OK) != 0 && she_now_s() - t0 < 60;)
-            usleep(20000);
+        wait_first_checkpoint(name);
         for (double t0 = she_now_s(); log_lines(log, line) == 0 && she_now_s() - t0 < 30;)
             usleep(20000);
         for (int r = 0; r < ranks; r++)
@@ -709,6 +730,61 @@ static void test_resume(void) {
     CHECK(strcmp(h0, h3) != 0);
     json_decref(sa);
     json_decref(sb);
+}
+
+/* ---- a lost learner rank ---- */
+
+/* One learner job whose rank `victim` gets `sig` after the first checkpoint: every other rank
+ * must end the job on its own, with a failure status, within the collectives' deadline (plus
+ * slack for a loaded machine), naming the lost rank; the checkpoint written before stays
+ * whole. */
+static void lose_rank(const char *policy, const char *name, int victim, int sig,
+                      const char *const *why) {
+    pid_t pids[8];
+    start_job(policy, name, "1000", "learn.staleness=1000", pids);
+    REQUIRE_MSG(wait_first_checkpoint(name) == 0, "%s: no checkpoint within 60 s", name);
+    kill(pids[victim], sig);
+    double t0 = she_now_s();
+    for (int r = 0; r < ranks; r++) {
+        if (r == victim)
+            continue;
+        int rc = tp_wait_exit(pids[r], 30);
+        double took = she_now_s() - t0;
+        fprintf(stderr, "%s: rank %d exited %d %.1f s after rank %d got signal %d\n", name, r,
+                rc, took, victim, sig);
+        CHECK_MSG(rc > 0 && rc < 128, "%s: rank %d exited %d (-1: still running after 30 s)",
+                  name, r, rc);
+        CHECK_MSG(took < 4 + 15, "%s: rank %d took %.1f s to give up on rank %d", name, r, took,
+                  victim);
+        char log[64], needle[64];
+        snprintf(log, sizeof(log), r ? "%s%d.log" : "%s.log", name, r);
+        int named = 0;
+        for (int k = 0; why[k]; k++) {
+            snprintf(needle, sizeof(needle), "rank %d%s", victim, why[k]);
+            named += log_lines(log, needle);
+        }
+        CHECK_MSG(named >= 1, "%s: %s does not say what became of rank %d", name, log, victim);
+        CHECK(log_lines(log, "ending the job") >= 1);
+    }
+    kill(pids[victim], SIGKILL); /* a stopped rank is still there */
+    tp_wait_exit(pids[victim], 10);
+    char ck[1300], errstr[SHE_ERRSTR_SIZE];
+    snprintf(ck, sizeof(ck), "%s/%s/v000001", dir, name);
+    CHECK_MSG(she_ckptdir_verify(ck, errstr, sizeof(errstr)) == SHE_OK, "%s", errstr);
+}
+
+static void test_lostrank(void) {
+    REQUIRE_MSG(ranks > 1, "lostrank needs 2 or more learner ranks (argv[2])");
+    char policy[1200];
+    REQUIRE(start_with_policy(policy, sizeof(policy), NULL) == 0);
+    produce_groups(0, 24, 4, 300, 0);
+    dist_timeout = "dist.timeout.s=4";
+    /* hangs: only the deadline finds it */
+    const char *hung[] = {" did not", NULL};
+    lose_rank(policy, "hung", ranks - 1, SIGSTOP, hung);
+    /* dies: its sockets close at once (seen on a read, or on a write) */
+    const char *crashed[] = {" closed the connection", ": ", NULL};
+    lose_rank(policy, "crashed", 0, SIGKILL, crashed);
 }
 
 /* ---- duplicates and stale groups ---- */
@@ -1025,6 +1101,8 @@ int main(int argc, char **argv) {
         RUN(test_curriculum);
     else if (strcmp(argv[1], "backlog") == 0)
         RUN(test_backlog);
+    else if (strcmp(argv[1], "lostrank") == 0)
+        RUN(test_lostrank);
     else
         return 2;
     if (broker_pid > 0)
