@@ -72,6 +72,9 @@ static const she_conf_def_t rollout_defs[] = {
     {"rollout.backlog.groups", SHE_CONF_STR, "she-reward,she-learn",
      "consumer groups of she.rollouts and she.rewarded whose backlog rollout.max.backlog bounds",
      0, 0, NULL, NULL},
+    {"rollout.backlog.stall.s", SHE_CONF_DOUBLE, "60",
+     "roll out anyway when the backlog has not fallen for this long (a learner waiting for "
+     "groups it will train on)", 1, 1e9, NULL, NULL},
     {"rollout.seed", SHE_CONF_INT, "1", "seed of the sampling draws", 0, 1e15, NULL, NULL},
     {"rollout.group.id", SHE_CONF_STR, "she-rollout", "consumer group", 0, 0, NULL, NULL},
     {"rollout.decisions.file", SHE_CONF_STR, NULL, "append every selection decision here (JSONL)",
@@ -113,6 +116,10 @@ typedef struct roller {
     int64_t max_backlog, last_backlog, backlog_read_ms;
     int64_t made_since_read; /* groups published since the backlog was last read */
     int64_t backlog_est;     /* the last read plus made_since_read */
+    int64_t backlog_low, backlog_moved_ms; /* lowest read while paused on it, and when */
+    int64_t backlog_stall_ms;              /* rollout.backlog.stall.s */
+    int backlog_over;    /* the last read was over rollout.max.backlog */
+    int backlog_stalled; /* over it, but rolling out: see backlog_full */
     int paused, stale, full;
 } roller_t;
 
@@ -272,14 +279,21 @@ static void roll_out(roller_t *r) {
 /* Whether the groups downstream have more than rollout.max.backlog groups to go.  The topics
  * are read at most once a second; in between, the groups published since the last read are
  * added to it (a small policy makes tens a second).  A failed read does not pause: the bound is
- * an economy, not a guarantee. */
+ * an economy, not a guarantee.
+ *
+ * Nor may it stop the loop: the learner commits its she.rewarded offsets only at checkpoints,
+ * after learn.batch x learn.checkpoint.every groups it trained on, so a window filled by groups
+ * it does not train on (stale or duplicate ones), or a group name in rollout.backlog.groups that
+ * never commits, would keep the backlog over the bound for good while the learner waits for
+ * groups.  So once the backlog has not fallen for rollout.backlog.stall.s, rolling out goes on
+ * (with a warning) until it falls below the lowest value seen while paused. */
 static int backlog_full(roller_t *r) {
     if (r->max_backlog <= 0)
         return 0;
     int64_t now = she_stream_now_ms();
     if (now - r->backlog_read_ms < 1000) {
         r->backlog_est = r->last_backlog + r->made_since_read;
-        return r->backlog_est > r->max_backlog;
+        return !r->backlog_stalled && r->backlog_est > r->max_backlog;
     }
     r->backlog_read_ms = now;
     char errstr[SHE_ERRSTR_SIZE];
@@ -295,7 +309,21 @@ static int backlog_full(roller_t *r) {
     r->last_backlog = r->backlog_est = sum;
     r->made_since_read = 0;
     she_metrics_set(r->s_backlog, (double)sum);
-    return sum > r->max_backlog;
+    int over = sum > r->max_backlog;
+    if (!over || !r->backlog_over || sum < r->backlog_low) { /* under, newly over, or it fell */
+        if (r->backlog_stalled)
+            she_log_info(r->lg, "backlog fell to %" PRId64 " groups: bounding it again", sum);
+        r->backlog_stalled = 0;
+        r->backlog_low = sum;
+        r->backlog_moved_ms = now;
+    } else if (!r->backlog_stalled && now - r->backlog_moved_ms > r->backlog_stall_ms) {
+        she_log_warn(r->lg, "the backlog of %" PRId64 " groups has not fallen in %.0f s: rolling "
+                     "out anyway (the learner may be waiting for groups it will train on; is "
+                     "rollout.backlog.groups right?)", sum, r->backlog_stall_ms / 1000.0);
+        r->backlog_stalled = 1;
+    }
+    r->backlog_over = over;
+    return over && !r->backlog_stalled;
 }
 
 /* Pauses or resumes the sample partitions: paused while the policy is more than
@@ -329,7 +357,7 @@ static void check_pause(roller_t *r) {
     if (full && !r->full)
         she_log_info(r->lg, "%" PRId64 " groups made and not yet consumed downstream (bound %"
                      PRId64 "): pausing", r->backlog_est, r->max_backlog);
-    else if (!full && r->full)
+    else if (!full && r->full && !r->backlog_stalled) /* (a stall said why itself) */
         she_log_info(r->lg, "backlog down to %" PRId64 " groups%s", r->backlog_est,
                      stale ? "" : ": resuming");
     r->paused = pause;
@@ -364,6 +392,7 @@ static she_err_t setup(roller_t *r, she_metrics_t *reg, char *errstr, size_t err
     r->max_prompt = (int)she_conf_get_int(c, "rollout.max.prompt");
     r->staleness = she_conf_get_int(c, "rollout.staleness");
     r->max_backlog = she_conf_get_int(c, "rollout.max.backlog");
+    r->backlog_stall_ms = (int64_t)(she_conf_get_double(c, "rollout.backlog.stall.s") * 1000.0);
     if (r->max_backlog > 0) {
         char groups[512];
         snprintf(groups, sizeof(groups), "%s", she_conf_get(c, "rollout.backlog.groups"));

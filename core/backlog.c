@@ -65,9 +65,14 @@ she_err_t she_backlog_read(she_backlog_t *b, int timeout_ms, int64_t *out, char 
     rd_kafka_resp_err_t e = rd_kafka_committed(b->rk, l, timeout_ms);
     int64_t sum = 0;
     for (int p = 0; p < n && !e; p++) {
+        e = l->elems[p].err; /* the request can succeed while a partition's answer fails */
         int64_t lo = 0, hi = 0;
-        e = rd_kafka_query_watermark_offsets(b->rk, b->topic->name, p, &lo, &hi, timeout_ms);
-        int64_t from = l->elems[p].offset >= 0 ? l->elems[p].offset : lo;
+        if (!e)
+            e = rd_kafka_query_watermark_offsets(b->rk, b->topic->name, p, &lo, &hi,
+                                                 timeout_ms);
+        /* never committed: all of it waits; committed below the low watermark (retention, or
+         * the embedded broker's 5 MiB): only what is still there */
+        int64_t from = l->elems[p].offset >= lo ? l->elems[p].offset : lo;
         sum += hi > from ? hi - from : 0;
     }
     rd_kafka_topic_partition_list_destroy(l);

@@ -377,6 +377,9 @@ int she_cmd_bench(int argc, char **argv, char **envp) {
             dev.kind = SHE_DEVICE_CUDA;
         else
             snprintf(skipped, sizeof(skipped), "no CUDA device (%s)", why);
+    } else if (err == SHE_OK && strchr(spec, '/')) {
+        err = she_errf(SHE_ERR_CONFIG, errstr, sizeof(errstr),
+                       "device \"%s\": the math modes measured are --math's (bench.math)", spec);
     } else if (err == SHE_OK) {
         err = she_device_select(spec, &dev, errstr, sizeof(errstr));
         if (err == SHE_OK && dev.kind == SHE_DEVICE_CPU)

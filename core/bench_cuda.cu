@@ -12,6 +12,7 @@ extern "C" {
 #include "cuda_check.h"
 
 typedef struct gemm_bench {
+    she_cublas_api_t cublas;
     cublasHandle_t blas;
     cublasComputeType_t compute; /* of the math mode measured (cuda_check.h) */
     cudaStream_t stream;
@@ -30,8 +31,8 @@ static cublasStatus_t mm(const gemm_bench_t *g, cublasOperation_t ta, cublasOper
                          int n, int k, const float *A, int lda, const float *B, int ldb,
                          const float *beta, float *C, int ldc) {
     const float one = 1.0f;
-    return cublasGemmEx(g->blas, ta, tb, m, n, k, &one, A, CUDA_R_32F, lda, B, CUDA_R_32F, ldb,
-                        beta, C, CUDA_R_32F, ldc, g->compute, CUBLAS_GEMM_DEFAULT);
+    return g->cublas.gemm_ex(g->blas, ta, tb, m, n, k, &one, A, CUDA_R_32F, lda, B, CUDA_R_32F,
+                             ldb, beta, C, CUDA_R_32F, ldc, g->compute, CUBLAS_GEMM_DEFAULT);
 }
 
 static she_err_t gemm_once(gemm_bench_t *g, int kind, int N, int o, int n, char *errstr,
@@ -98,14 +99,16 @@ static she_err_t acquire(gemm_bench_t *g, int device, size_t max, char *errstr,
     SHE_TRY_CUDA(cudaMemsetAsync(g->A, 0, max * sizeof(float), g->stream));
     SHE_TRY_CUDA(cudaMemsetAsync(g->B, 0, max * sizeof(float), g->stream));
     SHE_TRY_CUDA(cudaMemsetAsync(g->C, 0, max * sizeof(float), g->stream));
-    SHE_TRY_CUBLAS(cublasCreate(&g->blas));
-    SHE_TRY_CUBLAS(cublasSetStream(g->blas, g->stream));
+    SHE_TRY(she_cublas_api_open(&g->cublas, errstr, errstr_size));
+    SHE_TRY_CUBLAS(g->cublas.create(&g->blas));
+    SHE_TRY_CUBLAS(g->cublas.set_stream(g->blas, g->stream));
     return SHE_OK;
 }
 
 static void release(gemm_bench_t *g) {
     if (g->blas)
-        cublasDestroy(g->blas);
+        g->cublas.destroy(g->blas);
+    she_cublas_api_close(&g->cublas);
     cudaFree(g->A);
     cudaFree(g->B);
     cudaFree(g->C);

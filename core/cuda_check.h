@@ -17,6 +17,7 @@ extern "C" {
 #ifdef __cplusplus
 }
 #endif
+#include "cublas_api.h"
 
 static inline cublasComputeType_t she_cublas_compute(she_math_t math) {
     return math == SHE_MATH_TF32   ? CUBLAS_COMPUTE_32F_FAST_TF32
@@ -37,7 +38,7 @@ static inline cublasComputeType_t she_cublas_compute(she_math_t math) {
         cublasStatus_t she_cublas_st_ = (call);                                               \
         if (she_cublas_st_ != CUBLAS_STATUS_SUCCESS)                                          \
             return she_errf(SHE_ERR_CUDA, errstr, errstr_size, "%s:%d: %s: %s", __FILE__,    \
-                            __LINE__, #call, cublasGetStatusString(she_cublas_st_));          \
+                            __LINE__, #call, she_cublas_status_name(she_cublas_st_));         \
     } while (0)
 
 /* Queues a kernel on a stream and checks the launch (bad configuration, no device, ...);

@@ -57,10 +57,10 @@ typedef struct she_device {
 
 #define SHE_DEVICE_NAME_MAX 24 /* "cuda:1023/bf16" and the NUL fit */
 
-/* Parses spec ("cpu", "cuda", "cuda:N", each CUDA form optionally followed by "/fp32", "/tf32"
- * or "/bf16", the math mode of its matrix products; NULL or "" mean "cpu") and, for CUDA,
- * checks that device N exists here.  SHE_ERR_CONFIG for a malformed spec or a math mode on the
- * CPU (whose OpenBLAS products are always FP32), SHE_ERR_NOT_FOUND when the build has no CUDA
+/* Parses spec ("cpu", "cuda", "cuda:N", each optionally followed by "/fp32", "/tf32" or "/bf16",
+ * the math mode of its matrix products; NULL or "" mean "cpu") and, for CUDA, checks that
+ * device N exists here.  SHE_ERR_CONFIG for a malformed spec or a math mode other than fp32 on
+ * the CPU (whose OpenBLAS products are always FP32), SHE_ERR_NOT_FOUND when the build has no CUDA
  * or the machine no device N; the messages quote spec.  Cheap: commands call it first thing,
  * so a bad --device fails before any data is read. */
 she_err_t she_device_select(const char *spec, she_device_t *dev, char *errstr,

@@ -386,8 +386,10 @@ __global__ static void k_adamw(float *p, const float *g, float *m, float *v, siz
 /* ------------------------------------------------------------------------------------------ */
 /* matrix products                                                                            */
 
-/* The handle (on the model's stream) and the compute type of the math mode. */
+/* The cuBLAS calls (cublas_api.h), the handle (on the model's stream) and the compute type of
+ * the math mode. */
 typedef struct gemm_ctx {
+    const she_cublas_api_t *api;
     cublasHandle_t blas;
     cublasComputeType_t compute;
 } gemm_ctx_t;
@@ -398,10 +400,10 @@ typedef struct gemm_ctx {
 static she_err_t gemm(const gemm_ctx_t *g, int ta, int tb, int M, int N, int K, float alpha,
                       const float *A, int lda, const float *B, int ldb, float beta, float *C,
                       int ldc, char *errstr, size_t errstr_size) {
-    SHE_TRY_CUBLAS(cublasGemmEx(g->blas, tb ? CUBLAS_OP_T : CUBLAS_OP_N,
-                                ta ? CUBLAS_OP_T : CUBLAS_OP_N, N, M, K, &alpha, B, CUDA_R_32F,
-                                ldb, A, CUDA_R_32F, lda, &beta, C, CUDA_R_32F, ldc, g->compute,
-                                CUBLAS_GEMM_DEFAULT));
+    SHE_TRY_CUBLAS(g->api->gemm_ex(g->blas, tb ? CUBLAS_OP_T : CUBLAS_OP_N,
+                                   ta ? CUBLAS_OP_T : CUBLAS_OP_N, N, M, K, &alpha, B, CUDA_R_32F,
+                                   ldb, A, CUDA_R_32F, lda, &beta, C, CUDA_R_32F, ldc, g->compute,
+                                   CUBLAS_GEMM_DEFAULT));
     return SHE_OK;
 }
 
@@ -410,7 +412,7 @@ static she_err_t gemm_batched(const gemm_ctx_t *g, int ta, int tb, int M, int N,
                               float alpha, const float *A, int lda, long long sA, const float *B,
                               int ldb, long long sB, float beta, float *C, int ldc, long long sC,
                               int count, char *errstr, size_t errstr_size) {
-    SHE_TRY_CUBLAS(cublasGemmStridedBatchedEx(
+    SHE_TRY_CUBLAS(g->api->gemm_strided_batched_ex(
         g->blas, tb ? CUBLAS_OP_T : CUBLAS_OP_N, ta ? CUBLAS_OP_T : CUBLAS_OP_N, N, M, K, &alpha,
         B, CUDA_R_32F, ldb, sB, A, CUDA_R_32F, lda, sA, &beta, C, CUDA_R_32F, ldc, sC, count,
         g->compute, CUBLAS_GEMM_DEFAULT));
@@ -426,6 +428,7 @@ struct she_cuda_model_s {
     int max_batch, max_seq;
     int device;
     cudaStream_t stream;
+    she_cublas_api_t cublas;      /* this model's reference to the loaded library */
     gemm_ctx_t gemm;              /* cuBLAS handle on `stream`, compute type of the math mode */
     void *blas_ws;                /* (BLAS_WORKSPACE bytes) */
 
@@ -562,9 +565,11 @@ static she_err_t build(she_cuda_model_t *cm, const she_model_t *cpu, char *errst
     const she_model_config_t *c = &cm->cfg;
     SHE_TRY_CUDA(cudaSetDevice(cm->device));
     SHE_TRY_CUDA(cudaStreamCreateWithFlags(&cm->stream, cudaStreamNonBlocking));
-    SHE_TRY_CUBLAS(cublasCreate(&cm->gemm.blas));
-    SHE_TRY_CUBLAS(cublasSetStream(cm->gemm.blas, cm->stream));
-    SHE_TRY_CUBLAS(cublasSetMathMode(cm->gemm.blas, CUBLAS_DEFAULT_MATH));
+    SHE_TRY(she_cublas_api_open(&cm->cublas, errstr, errstr_size));
+    cm->gemm.api = &cm->cublas;
+    SHE_TRY_CUBLAS(cm->cublas.create(&cm->gemm.blas));
+    SHE_TRY_CUBLAS(cm->cublas.set_stream(cm->gemm.blas, cm->stream));
+    SHE_TRY_CUBLAS(cm->cublas.set_math_mode(cm->gemm.blas, CUBLAS_DEFAULT_MATH));
     cm->gemm.compute = she_cublas_compute(SHE_MATH_FP32);
 
     size_t N = (size_t)cm->max_batch * cm->max_seq;
@@ -602,7 +607,7 @@ static she_err_t build(she_cuda_model_t *cm, const she_model_t *cpu, char *errst
         }
     }
     SHE_TRY_CUDA(cudaMemsetAsync(cm->dev_block, 0, cv.used, cm->stream));
-    SHE_TRY_CUBLAS(cublasSetWorkspace(cm->gemm.blas, cm->blas_ws, BLAS_WORKSPACE));
+    SHE_TRY_CUBLAS(cm->cublas.set_workspace(cm->gemm.blas, cm->blas_ws, BLAS_WORKSPACE));
     point_like(&cpu->w, cpu->params, cm->params, &cm->w);
     point_like(&cpu->w, cpu->params, cm->grads, &cm->g);
 
@@ -662,11 +667,12 @@ extern "C" void she_cuda_model_free(she_cuda_model_t *cm) {
         if (cm->stream)
             cudaStreamSynchronize(cm->stream);
         if (cm->gemm.blas)
-            cublasDestroy(cm->gemm.blas);
+            cm->cublas.destroy(cm->gemm.blas);
         cudaFree(cm->dev_block);
         if (cm->stream)
             cudaStreamDestroy(cm->stream);
     }
+    she_cublas_api_close(&cm->cublas);
     free(cm->h_tokens);
     free(cm);
 }
