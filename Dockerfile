@@ -8,7 +8,8 @@
 # Both run as uid 10001 (the manifests' runAsUser) with `she` as the entrypoint.  The builds
 # bundle the shared libraries `she` links (ldd) next to it, so the runtime stages need no
 # -dev packages and no package names of their own; glibc, and on CUDA the CUDA libraries,
-# come from the runtime base.
+# come from the runtime base (libcublas is not linked: `she` opens it the first time a model
+# goes to a GPU, by its soname, which the base image's loader path finds).
 ARG CUDA_VERSION=12.6.3
 ARG CUDA_OS=ubuntu24.04
 
