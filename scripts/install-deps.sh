@@ -14,6 +14,7 @@ packages=(
     kcat python3 python3-pip
     prometheus  # promtool for test_metrics_promtool; issue 7 scrape tests
     python3-yaml  # tests/test_monitoring.py reads monitoring/'s YAML
+    clang libomp-14-dev  # test_fuzz_smoke builds the libFuzzer targets with clang (+ its OpenMP)
 )
 
 missing=()
