@@ -73,8 +73,9 @@ static const she_conf_def_t rollout_defs[] = {
      "consumer groups of she.rollouts and she.rewarded whose backlog rollout.max.backlog bounds",
      0, 0, NULL, NULL},
     {"rollout.backlog.stall.s", SHE_CONF_DOUBLE, "60",
-     "roll out anyway when the backlog has not fallen for this long (a learner waiting for "
-     "groups it will train on)", 1, 1e9, NULL, NULL},
+     "over the bound, roll out anyway once the learner has committed nothing for this long (it "
+     "may be waiting for groups it will train on); keep it above the time between two "
+     "checkpoints", 1, 1e9, NULL, NULL},
     {"rollout.seed", SHE_CONF_INT, "1", "seed of the sampling draws", 0, 1e15, NULL, NULL},
     {"rollout.group.id", SHE_CONF_STR, "she-rollout", "consumer group", 0, 0, NULL, NULL},
     {"rollout.decisions.file", SHE_CONF_STR, NULL, "append every selection decision here (JSONL)",
@@ -116,7 +117,8 @@ typedef struct roller {
     int64_t max_backlog, last_backlog, backlog_read_ms;
     int64_t made_since_read; /* groups published since the backlog was last read */
     int64_t backlog_est;     /* the last read plus made_since_read */
-    int64_t backlog_low, backlog_moved_ms; /* lowest read while paused on it, and when */
+    int64_t backlog_learned;  /* the learner group's committed offsets, summed, at the last read */
+    int64_t backlog_moved_ms; /* when the learner last committed, or the backlog went over */
     int64_t backlog_stall_ms;              /* rollout.backlog.stall.s */
     int backlog_over;    /* the last read was over rollout.max.backlog */
     int backlog_stalled; /* over it, but rolling out: see backlog_full */
@@ -281,12 +283,13 @@ static void roll_out(roller_t *r) {
  * added to it (a small policy makes tens a second).  A failed read does not pause: the bound is
  * an economy, not a guarantee.
  *
- * Nor may it stop the loop: the learner commits its she.rewarded offsets only at checkpoints,
- * after learn.batch x learn.checkpoint.every groups it trained on, so a window filled by groups
- * it does not train on (stale or duplicate ones), or a group name in rollout.backlog.groups that
- * never commits, would keep the backlog over the bound for good while the learner waits for
- * groups.  So once the backlog has not fallen for rollout.backlog.stall.s, rolling out goes on
- * (with a warning) until it falls below the lowest value seen while paused. */
+ * Nor may it stop the loop.  Only the learner frees the backlog (the reward consumers move
+ * groups from one topic to the other), and it commits only at checkpoints, after learn.batch x
+ * learn.checkpoint.every groups it trained on: a window filled by groups it does not train on
+ * (stale or duplicate ones), or a group name in rollout.backlog.groups that never commits,
+ * would keep the backlog over the bound while the learner waits for groups.  So when the
+ * learner's group has not committed anything new for rollout.backlog.stall.s while over the
+ * bound, rolling out goes on (with a warning) until it does. */
 static int backlog_full(roller_t *r) {
     if (r->max_backlog <= 0)
         return 0;
@@ -297,29 +300,37 @@ static int backlog_full(roller_t *r) {
     }
     r->backlog_read_ms = now;
     char errstr[SHE_ERRSTR_SIZE];
-    int64_t sum = 0;
+    int64_t sum = 0, learned = 0;
     for (int i = 0; i < 2; i++) {
-        int64_t n = 0;
-        if (she_backlog_read(r->backlog[i], 2000, &n, errstr, sizeof(errstr)) != SHE_OK) {
-            she_log_warn(r->lg, "%s: not bounding the backlog this time", errstr);
+        int64_t n = 0, committed = 0;
+        if (she_backlog_read(r->backlog[i], 2000, &n, &committed, errstr, sizeof(errstr)) !=
+            SHE_OK) {
+            she_log_warn(r->lg, "%s: not bounding the backlog until the next read", errstr);
+            r->last_backlog = r->backlog_est = r->made_since_read = 0; /* unknown: no pause */
+            r->backlog_over = 0;
             return 0;
         }
         sum += n;
+        if (i == 1) /* she.rewarded's group: the learner */
+            learned = committed;
     }
     r->last_backlog = r->backlog_est = sum;
     r->made_since_read = 0;
     she_metrics_set(r->s_backlog, (double)sum);
     int over = sum > r->max_backlog;
-    if (!over || !r->backlog_over || sum < r->backlog_low) { /* under, newly over, or it fell */
+    int learner_moved = learned > r->backlog_learned;
+    r->backlog_learned = learned;
+    if (!over || !r->backlog_over || learner_moved) { /* under, newly over, or progress */
         if (r->backlog_stalled)
-            she_log_info(r->lg, "backlog fell to %" PRId64 " groups: bounding it again", sum);
+            she_log_info(r->lg, "the learner committed again (backlog %" PRId64 " groups): "
+                         "bounding the backlog again", sum);
         r->backlog_stalled = 0;
-        r->backlog_low = sum;
         r->backlog_moved_ms = now;
     } else if (!r->backlog_stalled && now - r->backlog_moved_ms > r->backlog_stall_ms) {
-        she_log_warn(r->lg, "the backlog of %" PRId64 " groups has not fallen in %.0f s: rolling "
-                     "out anyway (the learner may be waiting for groups it will train on; is "
-                     "rollout.backlog.groups right?)", sum, r->backlog_stall_ms / 1000.0);
+        she_log_warn(r->lg, "over the backlog bound (%" PRId64 " groups) and the learner has "
+                     "committed nothing in %.0f s: rolling out anyway (it may be waiting for "
+                     "groups it will train on; is rollout.backlog.groups right?)", sum,
+                     r->backlog_stall_ms / 1000.0);
         r->backlog_stalled = 1;
     }
     r->backlog_over = over;

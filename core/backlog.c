@@ -56,14 +56,14 @@ void she_backlog_free(she_backlog_t *b) {
     free(b);
 }
 
-she_err_t she_backlog_read(she_backlog_t *b, int timeout_ms, int64_t *out, char *errstr,
-                           size_t errstr_size) {
+she_err_t she_backlog_read(she_backlog_t *b, int timeout_ms, int64_t *backlog,
+                           int64_t *committed, char *errstr, size_t errstr_size) {
     int n = b->topic->partitions;
     rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(n);
     for (int p = 0; p < n; p++)
         rd_kafka_topic_partition_list_add(l, b->topic->name, p);
     rd_kafka_resp_err_t e = rd_kafka_committed(b->rk, l, timeout_ms);
-    int64_t sum = 0;
+    int64_t sum = 0, done = 0;
     for (int p = 0; p < n && !e; p++) {
         e = l->elems[p].err; /* the request can succeed while a partition's answer fails */
         int64_t lo = 0, hi = 0;
@@ -74,11 +74,13 @@ she_err_t she_backlog_read(she_backlog_t *b, int timeout_ms, int64_t *out, char 
          * the embedded broker's 5 MiB): only what is still there */
         int64_t from = l->elems[p].offset >= lo ? l->elems[p].offset : lo;
         sum += hi > from ? hi - from : 0;
+        done += l->elems[p].offset > 0 ? l->elems[p].offset : 0;
     }
     rd_kafka_topic_partition_list_destroy(l);
     if (e)
         return she_errf(SHE_ERR_KAFKA, errstr, errstr_size, "backlog of %s on %s: %s", b->group,
                         b->topic->name, rd_kafka_err2str(e));
-    *out = sum;
+    *backlog = sum;
+    *committed = done;
     return SHE_OK;
 }

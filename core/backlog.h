@@ -25,9 +25,11 @@ she_err_t she_backlog_new(const she_conf_t *conf, she_log_t *lg, const char *gro
 void she_backlog_free(she_backlog_t *b);
 
 /* Messages on the topic the group has not committed yet (a partition it never committed
- * counts from its low watermark) into *out.  SHE_ERR_KAFKA when the cluster did not answer
- * within timeout_ms; *out is then untouched. */
-she_err_t she_backlog_read(she_backlog_t *b, int timeout_ms, int64_t *out, char *errstr,
-                           size_t errstr_size);
+ * counts from its low watermark) into *backlog, and the sum of its committed offsets (how far
+ * it has come: it only grows while the group makes progress) into *committed.  SHE_ERR_KAFKA
+ * when the cluster did not answer within timeout_ms, or answered for a partition with an
+ * error; *backlog and *committed are then untouched. */
+she_err_t she_backlog_read(she_backlog_t *b, int timeout_ms, int64_t *backlog,
+                           int64_t *committed, char *errstr, size_t errstr_size);
 
 #endif

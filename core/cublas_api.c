@@ -8,17 +8,24 @@
 
 she_err_t she_cublas_api_open(she_cublas_api_t *api, char *errstr, size_t errstr_size) {
     memset(api, 0, sizeof(*api));
-    /* the soname through the usual search (LD_LIBRARY_PATH, ld.so.cache), then the toolkit's
-     * own directory, for machines whose loader does not know /usr/local/cuda */
-    const char *names[] = {SHE_CUBLAS_SONAME, SHE_CUBLAS_DIR "/" SHE_CUBLAS_SONAME};
-    char why[512] = "";
-    for (int i = 0; i < 2 && !api->lib; i++) {
-        api->lib = dlopen(names[i], RTLD_NOW | RTLD_LOCAL);
-        if (!api->lib && i == 0)
-            snprintf(why, sizeof(why), "%s", dlerror());
+    /* the soname through the usual search (LD_LIBRARY_PATH, ld.so.cache); failing that, the
+     * toolkit's own directory, for machines whose loader does not know it -- libcublasLt first,
+     * by path, since libcublas carries no run path to find it (a loaded library satisfies a
+     * later dependency on its soname) */
+    char why[1024] = "";
+    api->lib = dlopen(SHE_CUBLAS_SONAME, RTLD_NOW | RTLD_LOCAL);
+    if (!api->lib) {
+        snprintf(why, sizeof(why), "%s", dlerror());
+        api->lt = dlopen(SHE_CUBLAS_DIR "/" SHE_CUBLASLT_SONAME, RTLD_NOW | RTLD_LOCAL);
+        if (api->lt)
+            api->lib = dlopen(SHE_CUBLAS_DIR "/" SHE_CUBLAS_SONAME, RTLD_NOW | RTLD_LOCAL);
+        if (!api->lib) {
+            size_t n = strlen(why);
+            snprintf(why + n, sizeof(why) - n, "; then %s", dlerror());
+            she_cublas_api_close(api);
+            return she_errf(SHE_ERR_CUDA, errstr, errstr_size, "cannot load cuBLAS: %s", why);
+        }
     }
-    if (!api->lib)
-        return she_errf(SHE_ERR_CUDA, errstr, errstr_size, "cannot load cuBLAS: %s", why);
     struct {
         void **slot;
         const char *name;
@@ -45,6 +52,8 @@ she_err_t she_cublas_api_open(she_cublas_api_t *api, char *errstr, size_t errstr
 void she_cublas_api_close(she_cublas_api_t *api) {
     if (api->lib)
         dlclose(api->lib);
+    if (api->lt)
+        dlclose(api->lt);
     memset(api, 0, sizeof(*api));
 }
 

@@ -22,6 +22,7 @@ extern "C" {
 
 typedef struct she_cublas_api {
     void *lib; /* dlopen handle; NULL when closed */
+    void *lt;  /* libcublasLt, when it had to be loaded by path first (see she_cublas_api_open) */
     __typeof__(cublasCreate_v2) *create;
     __typeof__(cublasDestroy_v2) *destroy;
     __typeof__(cublasSetStream_v2) *set_stream;
@@ -41,8 +42,9 @@ typedef struct she_cublas_api {
                                               cublasComputeType_t, cublasGemmAlgo_t);
 } she_cublas_api_t;
 
-/* Loads libcublas (its soname, then the toolkit's copy it was built against) and every call
- * above into *api.  SHE_ERR_CUDA naming the library or the missing symbol; *api is then
+/* Loads libcublas (its soname, then the copy in the toolkit it was built against, after that
+ * directory's libcublasLt, which libcublas needs and would not find there by itself) and every
+ * call above into *api.  SHE_ERR_CUDA naming the library or the missing symbol; *api is then
  * closed (nothing to undo). */
 she_err_t she_cublas_api_open(she_cublas_api_t *api, char *errstr, size_t errstr_size);
 /* Drops this holder's reference (a closed or zeroed table is fine). */

@@ -5,7 +5,7 @@
 # its committed corpus, under AddressSanitizer.  A crash, a leak, a timeout or a sanitizer
 # report fails the test; the input that did it is kept under $T/<target>/ (libFuzzer names it
 # crash-*, leak-*, timeout-*).  The replay tests (test_fuzz_*_replay) run the corpora in the
-# normal build; this one looks for new inputs.  Skipped (77) without clang.
+# normal build; this one looks for new inputs.  Skipped (77) without clang or its OpenMP.
 set -euo pipefail
 SRC=${SHE_SOURCE_DIR:?SHE_SOURCE_DIR not set}
 T=${SHE_TEST_TMP:-/tmp}/fuzz_smoke
@@ -14,6 +14,10 @@ command -v clang >/dev/null || { echo "skipped: no clang on PATH"; exit 77; }
 mkdir -p "$T"
 if ! CC=clang cmake -S "$SRC" -B "$T/build" -DSHE_FUZZ=ON -DSHE_CUDA=OFF -DSHE_MPI=OFF \
         -DCMAKE_BUILD_TYPE=RelWithDebInfo >"$T/cmake.log" 2>&1; then
+    if grep -q "Could NOT find OpenMP" "$T/cmake.log"; then
+        echo "skipped: clang has no OpenMP here (libomp-dev; scripts/install-deps.sh installs it)"
+        exit 77
+    fi
     cat "$T/cmake.log"
     exit 1
 fi
