@@ -35,6 +35,9 @@ static const she_conf_def_t reward_defs[] = {
      0, 0, "outcome|sum|rm|hybrid", "mode"},
     {"reward.weights", SHE_CONF_STR, "0.2,0.2,0.2,0.2,1.0", "reward of a correct step 1..5", 0, 0,
      NULL, NULL},
+    {"reward.format.penalty", SHE_CONF_DOUBLE, "0",
+     "subtracted from step 5's reward of a response with a step that does not parse", 0, 100,
+     NULL, "format-penalty"},
     {"reward.lexicons", SHE_CONF_STR, "", "brand/material lexicons of the teacher chains (as SFT)",
      0, 0, NULL, "lexicons"},
     {"reward.lexicon.min.count", SHE_CONF_INT, "0", "keep lexicon rows with cnt_attribute >= this",
@@ -104,6 +107,7 @@ static she_err_t setup(rewarding_t *w, const she_conf_t *c, she_metrics_t *reg, 
     she_reward_config_t rc = she_reward_defaults();
     rc.mode = (she_reward_mode_t)she_reward_mode_parse(she_conf_get(c, "reward.mode"));
     SHE_TRY(parse_weights(she_conf_get(c, "reward.weights"), rc.weight, errstr, errstr_size));
+    rc.format_penalty = (float)she_conf_get_double(c, "reward.format.penalty");
     if (rc.mode == SHE_REWARD_MODE_RM || rc.mode == SHE_REWARD_MODE_HYBRID) {
         const char *rmdir = she_conf_get(c, "reward.rm");
         if (!rmdir[0])

@@ -70,6 +70,22 @@ static void test_reward_modes(void) {
     p.gt[3] = -1;
     check_rewards(SHE_REWARD_MODE_HYBRID, &p, (float[]){0.14f, 0, 0.2f, 0, 1.0f});
 
+    /* the format penalty: on S5 of a response with an unparsable step, in every mode; a
+     * response that parses keeps its rewards */
+    she_reward_config_t pen = she_reward_defaults();
+    pen.format_penalty = 0.5f;
+    float rp[J];
+    she_rl_step_rewards(&pen, &u4, 1, rp, NULL);
+    CHECK_CLOSE(rp[2], 0.2, 1e-7, 0);
+    CHECK_CLOSE(rp[3], 0.0, 1e-7, 0);
+    CHECK_CLOSE(rp[4], -0.5, 1e-7, 0);
+    pen.mode = SHE_REWARD_MODE_SUM;
+    she_rl_step_rewards(&pen, &u4, 1, rp, NULL);
+    CHECK_CLOSE(rp[4], 0.2 - 0.5, 1e-6, 0);
+    pen.mode = SHE_REWARD_MODE_HYBRID;
+    she_rl_step_rewards(&pen, &ok, 1, rp, NULL);
+    CHECK_CLOSE(rp[4], 1.0, 1e-7, 0);
+
     /* custom weights */
     she_reward_config_t cfg = she_reward_defaults();
     cfg.weight[2] = 0.5f;

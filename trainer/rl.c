@@ -63,6 +63,11 @@ void she_rl_step_rewards(const she_reward_config_t *cfg, const she_step_verdict_
             r[J - 1] = total;
         }
         for (int j = 0; j < J; j++)
+            if (!v->parsed[j]) {
+                r[J - 1] -= cfg->format_penalty;
+                break;
+            }
+        for (int j = 0; j < J; j++)
             rewards[(size_t)i * J + j] = (float)r[j];
         if (pass)
             pass[i] = v->parsed[J - 1] && v->gt[J - 1] == 1;

@@ -34,6 +34,11 @@ typedef enum she_reward_mode {
 typedef struct she_reward_config {
     she_reward_mode_t mode;
     float weight[SHE_RL_N_STEPS]; /* reward of a correct step; appendix B: 0.2 0.2 0.2 0.2 1.0 */
+    /* subtracted from S5's reward of a response with a step that does not parse (0 = none, the
+     * paper's setting): without it an unparsable answer earns what a wrong one does, and a
+     * policy that drifts into malformed text (a reward model rewarding odd strings) is not
+     * pulled back.  On S5, so that SRPO's advantage (Eq. 6) carries it to every step. */
+    float format_penalty;
 } she_reward_config_t;
 
 /* What the caller learned about one response, per step (index j-1 for S_j). */

@@ -79,6 +79,9 @@ static const she_conf_def_t rl_defs[] = {
     {"rl.adv.clip", SHE_CONF_DOUBLE, "2", "|advantage| clip (0 = off)", 0, 1e6, NULL, "adv-clip"},
     {"rl.weights", SHE_CONF_STR, "0.2,0.2,0.2,0.2,1.0", "reward of a correct step 1..5", 0, 0,
      NULL, "weights"},
+    {"rl.format.penalty", SHE_CONF_DOUBLE, "0",
+     "subtracted from step 5's reward of a response with a step that does not parse", 0, 100,
+     NULL, "format-penalty"},
     {"rl.steps", SHE_CONF_INT, "100", "training steps in all", 0, 1e12, NULL, "steps"},
     {"rl.stop.after", SHE_CONF_INT, "0", "stop this run after so many steps (0 = run to the end)",
      0, 1e12, NULL, "stop-after"},
@@ -144,7 +147,8 @@ static const she_conf_def_t rl_defs[] = {
 /* Keys whose change alters what resumed steps compute (warned about on resume). */
 static const char *const state_keys[] = {
     "rl.init", "rl.rm", "rl.data", "rl.val.fraction", "rl.split.seed", "rl.pool", "rl.algo",
-    "rl.reward", "rl.norm", "rl.gamma", "rl.adv.clip", "rl.weights", "rl.steps", "rl.prompts",
+    "rl.reward", "rl.norm", "rl.gamma", "rl.adv.clip", "rl.weights", "rl.format.penalty",
+    "rl.steps", "rl.prompts",
     "rl.group", "rl.temperature", "rl.top.k", "rl.max.new", "rl.lr", "rl.kl.beta", "rl.clip.eps",
     "rl.mini.batches", "rl.epochs", "rl.seed", "rl.reject", "rl.difficulty", "rl.diverse",
     "rl.curriculum", "rl.rm.select", "rl.rm.lo", "rl.rm.hi", NULL};
@@ -491,6 +495,7 @@ static she_err_t load_models(rl_run_t *r, int resume, char *errstr, size_t errst
     she_reward_config_t rcfg = she_reward_defaults();
     rcfg.mode = mode;
     SHE_TRY(parse_weights(she_conf_get(c, "rl.weights"), rcfg.weight, errstr, errstr_size));
+    rcfg.format_penalty = (float)she_conf_get_double(c, "rl.format.penalty");
     SHE_TRY(she_rewarder_new(&rcfg, r->tok, r->rm, r->brands, r->materials, &r->rw, errstr,
                              errstr_size));
     she_rollout_config_t ro = she_rollout_defaults();
