@@ -75,20 +75,6 @@ typedef struct rewarding {
     int n_verdicts;
 } rewarding_t;
 
-static she_err_t parse_weights(const char *s, float w[SHE_RL_N_STEPS], char *errstr,
-                               size_t errstr_size) {
-    const char *p = s;
-    for (int j = 0; j < SHE_RL_N_STEPS; j++) {
-        char *end;
-        w[j] = strtof(p, &end);
-        if (end == p || w[j] < 0 || *end != (j < SHE_RL_N_STEPS - 1 ? ',' : '\0'))
-            return she_errf(SHE_ERR_CONFIG, errstr, errstr_size,
-                            "reward.weights: expected five non-negative numbers, got '%s'", s);
-        p = end + 1;
-    }
-    return SHE_OK;
-}
-
 static she_err_t setup(rewarding_t *w, const she_conf_t *c, she_metrics_t *reg, char *errstr,
                        size_t errstr_size) {
     /* first: a bad --device is a usage error before anything is read */
@@ -106,7 +92,8 @@ static she_err_t setup(rewarding_t *w, const she_conf_t *c, she_metrics_t *reg, 
                                       &w->brands, &w->materials, errstr, errstr_size));
     she_reward_config_t rc = she_reward_defaults();
     rc.mode = (she_reward_mode_t)she_reward_mode_parse(she_conf_get(c, "reward.mode"));
-    SHE_TRY(parse_weights(she_conf_get(c, "reward.weights"), rc.weight, errstr, errstr_size));
+    SHE_TRY(she_reward_weights_parse("reward.weights", she_conf_get(c, "reward.weights"), rc.weight, errstr,
+                                     errstr_size));
     rc.format_penalty = (float)she_conf_get_double(c, "reward.format.penalty");
     if (rc.mode == SHE_REWARD_MODE_RM || rc.mode == SHE_REWARD_MODE_HYBRID) {
         const char *rmdir = she_conf_get(c, "reward.rm");

@@ -86,6 +86,19 @@ static void test_reward_modes(void) {
     she_rl_step_rewards(&pen, &ok, 1, rp, NULL);
     CHECK_CLOSE(rp[4], 1.0, 1e-7, 0);
 
+    /* weights from configuration text: five non-negative numbers, the key named otherwise */
+    float w[J];
+    char errstr[256];
+    CHECK_OK(she_reward_weights_parse("k", "0.2,0.2,0.5,0.2,1", w, errstr, sizeof(errstr)));
+    CHECK(w[2] == 0.5f && w[4] == 1.0f);
+    const char *bad[] = {"0.2,0.2,0.2,0.2", "0.2,0.2,0.2,0.2,1,1", "0.2,-1,0.2,0.2,1",
+                         "0.2,0.2,0.2,0.2,1x", "", "nan,0,0,0,1"};
+    for (int i = 0; i < 6; i++) {
+        CHECK_MSG(she_reward_weights_parse("rl.weights", bad[i], w, errstr, sizeof(errstr)) ==
+                      SHE_ERR_CONFIG, "'%s' accepted", bad[i]);
+        CHECK(strstr(errstr, "rl.weights") != NULL);
+    }
+
     /* custom weights */
     she_reward_config_t cfg = she_reward_defaults();
     cfg.weight[2] = 0.5f;

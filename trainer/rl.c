@@ -2,6 +2,7 @@
 #include "rl.h"
 
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "core/error.h"
@@ -17,6 +18,20 @@ she_reward_config_t she_reward_defaults(void) {
     she_reward_config_t cfg = {.mode = SHE_REWARD_MODE_HYBRID,
                                .weight = {0.2f, 0.2f, 0.2f, 0.2f, 1.0f}};
     return cfg;
+}
+
+she_err_t she_reward_weights_parse(const char *key, const char *text,
+                                   float w[SHE_RL_N_STEPS], char *errstr, size_t errstr_size) {
+    const char *p = text;
+    for (int j = 0; j < SHE_RL_N_STEPS; j++) {
+        char *end;
+        w[j] = strtof(p, &end);
+        if (end == p || !(w[j] >= 0) || *end != (j < SHE_RL_N_STEPS - 1 ? ',' : '\0'))
+            return she_errf(SHE_ERR_CONFIG, errstr, errstr_size,
+                            "%s: expected five non-negative numbers, got '%s'", key, text);
+        p = end + 1;
+    }
+    return SHE_OK;
 }
 
 const char *she_reward_mode_name(she_reward_mode_t mode) {

@@ -16,7 +16,10 @@
 #ifndef SHE_RL_H
 #define SHE_RL_H
 
+#include <stddef.h>
 #include <stdint.h>
+
+#include "core/error.h"
 
 #define SHE_RL_N_STEPS 5
 
@@ -52,6 +55,10 @@ typedef struct she_step_verdict {
 
 /* Hybrid mode, appendix B weights. */
 she_reward_config_t she_reward_defaults(void);
+/* "0.2,0.2,0.2,0.2,1.0" (the value of configuration key `key`, named in the message) into w:
+ * five non-negative numbers; SHE_ERR_CONFIG quoting text otherwise. */
+she_err_t she_reward_weights_parse(const char *key, const char *text,
+                                   float w[SHE_RL_N_STEPS], char *errstr, size_t errstr_size);
 
 /* "outcome" | "sum" | "rm" | "hybrid"; NULL / -1 for anything else. */
 const char *she_reward_mode_name(she_reward_mode_t mode);

@@ -189,21 +189,6 @@ static uint64_t mix2(uint64_t a, uint64_t b) { return she_hash_mix(a ^ she_hash_
 
 /* ---- options ---- */
 
-static she_err_t parse_weights(const char *s, float w[SHE_RL_N_STEPS], char *errstr,
-                               size_t errstr_size) {
-    const char *p = s;
-    for (int j = 0; j < SHE_RL_N_STEPS; j++) {
-        char *end;
-        w[j] = strtof(p, &end);
-        if (end == p || w[j] < 0 || (j < SHE_RL_N_STEPS - 1 && *end != ',') ||
-            (j == SHE_RL_N_STEPS - 1 && *end != '\0'))
-            return she_errf(SHE_ERR_CONFIG, errstr, errstr_size,
-                            "rl.weights: expected five non-negative numbers, got '%s'", s);
-        p = end + 1;
-    }
-    return SHE_OK;
-}
-
 static she_err_t parse_balance(const char *s, unsigned *mask, char *errstr, size_t errstr_size) {
     *mask = 0;
     char buf[256];
@@ -494,7 +479,8 @@ static she_err_t load_models(rl_run_t *r, int resume, char *errstr, size_t errst
     }
     she_reward_config_t rcfg = she_reward_defaults();
     rcfg.mode = mode;
-    SHE_TRY(parse_weights(she_conf_get(c, "rl.weights"), rcfg.weight, errstr, errstr_size));
+    SHE_TRY(she_reward_weights_parse("rl.weights", she_conf_get(c, "rl.weights"), rcfg.weight, errstr,
+                                     errstr_size));
     rcfg.format_penalty = (float)she_conf_get_double(c, "rl.format.penalty");
     SHE_TRY(she_rewarder_new(&rcfg, r->tok, r->rm, r->brands, r->materials, &r->rw, errstr,
                              errstr_size));
