@@ -92,8 +92,8 @@ static she_err_t setup(rewarding_t *w, const she_conf_t *c, she_metrics_t *reg, 
                                       &w->brands, &w->materials, errstr, errstr_size));
     she_reward_config_t rc = she_reward_defaults();
     rc.mode = (she_reward_mode_t)she_reward_mode_parse(she_conf_get(c, "reward.mode"));
-    SHE_TRY(she_reward_weights_parse("reward.weights", she_conf_get(c, "reward.weights"), rc.weight, errstr,
-                                     errstr_size));
+    SHE_TRY(she_reward_weights_parse("reward.weights", she_conf_get(c, "reward.weights"),
+                                     rc.weight, errstr, errstr_size));
     rc.format_penalty = (float)she_conf_get_double(c, "reward.format.penalty");
     if (rc.mode == SHE_REWARD_MODE_RM || rc.mode == SHE_REWARD_MODE_HYBRID) {
         const char *rmdir = she_conf_get(c, "reward.rm");

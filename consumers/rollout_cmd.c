@@ -116,7 +116,6 @@ typedef struct roller {
     she_backlog_t *backlog[2]; /* she.rollouts and she.rewarded, of the groups downstream */
     int64_t max_backlog, last_backlog, backlog_read_ms;
     int64_t made_since_read; /* groups published since the backlog was last read */
-    int64_t backlog_est;     /* the last read plus made_since_read */
     int64_t backlog_learned;  /* the learner group's committed offsets, summed, at the last read */
     int64_t backlog_moved_ms; /* when the learner last committed, or the backlog went over */
     int64_t backlog_stall_ms;              /* rollout.backlog.stall.s */
@@ -278,6 +277,10 @@ static void roll_out(roller_t *r) {
     r->n_pend = 0;
 }
 
+/* The backlog downstream as far as this consumer knows: the last read and what it published
+ * since. */
+static int64_t backlog_now(const roller_t *r) { return r->last_backlog + r->made_since_read; }
+
 /* Whether the groups downstream have more than rollout.max.backlog groups to go.  The topics
  * are read at most once a second; in between, the groups published since the last read are
  * added to it (a small policy makes tens a second).  A failed read does not pause: the bound is
@@ -294,10 +297,8 @@ static int backlog_full(roller_t *r) {
     if (r->max_backlog <= 0)
         return 0;
     int64_t now = she_stream_now_ms();
-    if (now - r->backlog_read_ms < 1000) {
-        r->backlog_est = r->last_backlog + r->made_since_read;
-        return !r->backlog_stalled && r->backlog_est > r->max_backlog;
-    }
+    if (now - r->backlog_read_ms < 1000)
+        return !r->backlog_stalled && backlog_now(r) > r->max_backlog;
     r->backlog_read_ms = now;
     char errstr[SHE_ERRSTR_SIZE];
     int64_t sum = 0, learned = 0;
@@ -306,7 +307,7 @@ static int backlog_full(roller_t *r) {
         if (she_backlog_read(r->backlog[i], 2000, &n, &committed, errstr, sizeof(errstr)) !=
             SHE_OK) {
             she_log_warn(r->lg, "%s: not bounding the backlog until the next read", errstr);
-            r->last_backlog = r->backlog_est = r->made_since_read = 0; /* unknown: no pause */
+            r->last_backlog = r->made_since_read = 0; /* unknown: no pause */
             r->backlog_over = 0;
             return 0;
         }
@@ -314,7 +315,7 @@ static int backlog_full(roller_t *r) {
         if (i == 1) /* she.rewarded's group: the learner */
             learned = committed;
     }
-    r->last_backlog = r->backlog_est = sum;
+    r->last_backlog = sum;
     r->made_since_read = 0;
     she_metrics_set(r->s_backlog, (double)sum);
     int over = sum > r->max_backlog;
@@ -367,9 +368,9 @@ static void check_pause(roller_t *r) {
                      she_policy_watch_version(r->pw), full ? "" : ": resuming");
     if (full && !r->full)
         she_log_info(r->lg, "%" PRId64 " groups made and not yet consumed downstream (bound %"
-                     PRId64 "): pausing", r->backlog_est, r->max_backlog);
+                     PRId64 "): pausing", backlog_now(r), r->max_backlog);
     else if (!full && r->full && !r->backlog_stalled) /* (a stall said why itself) */
-        she_log_info(r->lg, "backlog down to %" PRId64 " groups%s", r->backlog_est,
+        she_log_info(r->lg, "backlog down to %" PRId64 " groups%s", backlog_now(r),
                      stale ? "" : ": resuming");
     r->paused = pause;
     r->stale = stale;

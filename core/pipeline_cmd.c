@@ -473,7 +473,7 @@ static she_err_t prepare_models(pipeline_t *p, const char *data, char *policy, c
         arg(&a, "--max-steps");
         argf(&a, "%lld", she_conf_get_int(c, "pipeline.sft.steps"));
         device_arg(p, &a);
-    args_split(&a, she_conf_get(c, "pipeline.args.sft"));
+        args_split(&a, she_conf_get(c, "pipeline.args.sft"));
         err = run_step(p, "train-sft", &a, errstr, errstr_size);
         args_free(&a);
         SHE_TRY(err);

@@ -896,10 +896,7 @@ static void test_staleness(void) {
     const char *wrong = "0000000000000000000000000000000000000000000000000000000000000000";
     for (int v = 1; v <= 3; v++)
         announce_checkpoint(rk, ac, v, v4, wrong);
-    double t0 = she_now_s();
-    while (log_lines("rollout.log", "pausing until a newer one loads") == 0 &&
-           she_now_s() - t0 < 30)
-        usleep(100000);
+    wait_log_lines("rollout.log", "pausing until a newer one loads", 1, 30);
     /* only the newest announcement is tried: v3 */
     CHECK_EQ_INT(log_lines("rollout.log", "refused checkpoint v3 "), 1);
     CHECK_EQ_INT(log_lines("rollout.log", "policy v0 is 3 versions behind"), 1);
@@ -913,7 +910,7 @@ static void test_staleness(void) {
     CHECK_EQ_INT(n_all, 0);
     announce_checkpoint(rk, ac, 4, v4, NULL);
     int n_v4 = 0;
-    for (t0 = she_now_s(); she_now_s() - t0 < 40; usleep(200000))
+    for (double t0 = she_now_s(); she_now_s() - t0 < 40; usleep(200000))
         if ((n_v4 = decisions_by(4, &n_all)) >= 8)
             break;
     CHECK_EQ_INT(log_lines("rollout.log", "policy v4 is current again: resuming"), 1);
@@ -998,9 +995,7 @@ static void test_curriculum(void) {
     }
     /* step 2: stage easy ends */
     produce_pass_rates(rk, ac, &ss, 8, 16, 0.5f);
-    double t0 = she_now_s();
-    while (log_lines("rollout.log", "stage 1,") == 0 && she_now_s() - t0 < 30)
-        usleep(200000);
+    wait_log_lines("rollout.log", "stage 1,", 1, 30);
     CHECK_EQ_INT(log_lines("control.log", "curriculum stage easy -> all after 2 steps"), 1);
     CHECK_EQ_INT(log_lines("rollout.log", "stage 1,"), 1);
     write_samples("b.jsonl", &ss, 4, 8, 0, path, sizeof(path));

@@ -114,8 +114,7 @@ static const she_conf_def_t learn_defs[] = {
      "metrics"},
     {"learn.device", SHE_CONF_STR, "cpu",
      "where the steps run: cpu, cuda (with several ranks: cuda:<local rank>) or cuda:N, "
-     "optionally /tf32 or /bf16 GEMMs", 0, 0,
-     NULL, "device"},
+     "optionally /tf32 or /bf16 GEMMs", 0, 0, NULL, "device"},
     {"metrics.rank.offset", SHE_CONF_BOOL, "true",
      "with several ranks, rank r serves /metrics on metrics.listen's port + r", 0, 0, NULL, NULL},
     {"dist.backend", SHE_CONF_ENUM, "auto",

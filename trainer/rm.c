@@ -502,30 +502,28 @@ static size_t cut_justification(char *text, size_t len) {
  * log-probs (the softmax's normaliser cancels), one forward with each as the target. */
 static she_err_t verdicts(she_rm_t *rm, int B, int T, float *p_correct, char *errstr,
                           size_t errstr_size) {
-    if (!she_engine_on_cuda(rm->eng)) {
+    int on_device = she_engine_on_cuda(rm->eng);
+    if (!on_device) {
         SHE_TRY(she_engine_forward(rm->eng, rm->tokens, rm->mask, NULL, B, T, 1.0f, NULL, NULL,
                                    errstr, errstr_size));
-        const int V = rm->model->cfg.vocab_size;
-        for (int b = 0; b < B; b++) {
-            const float *z = rm->model->a.logits + ((size_t)b * T + rm->last[b]) * V;
-            double d = (double)z[rm->tok_incorrect] - (double)z[rm->tok_correct];
-            p_correct[rm->index[b]] = (float)(1.0 / (1.0 + exp(d)));
-        }
-        return SHE_OK;
+    } else {
+        for (size_t i = 0; i < (size_t)B * T; i++)
+            rm->targets[i] = -1;
+        for (int b = 0; b < B; b++)
+            rm->targets[(size_t)b * T + rm->last[b]] = rm->tok_correct;
+        SHE_TRY(she_engine_forward(rm->eng, rm->tokens, rm->mask, rm->targets, B, T, 1.0f,
+                                   rm->lp_correct, NULL, errstr, errstr_size));
+        for (int b = 0; b < B; b++)
+            rm->targets[(size_t)b * T + rm->last[b]] = rm->tok_incorrect;
+        SHE_TRY(she_engine_forward(rm->eng, rm->tokens, rm->mask, rm->targets, B, T, 1.0f,
+                                   rm->lp, NULL, errstr, errstr_size));
     }
-    for (size_t i = 0; i < (size_t)B * T; i++)
-        rm->targets[i] = -1;
-    for (int b = 0; b < B; b++)
-        rm->targets[(size_t)b * T + rm->last[b]] = rm->tok_correct;
-    SHE_TRY(she_engine_forward(rm->eng, rm->tokens, rm->mask, rm->targets, B, T, 1.0f,
-                               rm->lp_correct, NULL, errstr, errstr_size));
-    for (int b = 0; b < B; b++)
-        rm->targets[(size_t)b * T + rm->last[b]] = rm->tok_incorrect;
-    SHE_TRY(she_engine_forward(rm->eng, rm->tokens, rm->mask, rm->targets, B, T, 1.0f, rm->lp,
-                               NULL, errstr, errstr_size));
+    const int V = rm->model->cfg.vocab_size;
     for (int b = 0; b < B; b++) {
         size_t at = (size_t)b * T + rm->last[b];
-        double d = (double)rm->lp[at] - (double)rm->lp_correct[at];
+        const float *z = rm->model->a.logits + at * V;
+        double d = on_device ? (double)rm->lp[at] - (double)rm->lp_correct[at]
+                             : (double)z[rm->tok_incorrect] - (double)z[rm->tok_correct];
         p_correct[rm->index[b]] = (float)(1.0 / (1.0 + exp(d)));
     }
     return SHE_OK;

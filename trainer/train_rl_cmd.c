@@ -479,8 +479,8 @@ static she_err_t load_models(rl_run_t *r, int resume, char *errstr, size_t errst
     }
     she_reward_config_t rcfg = she_reward_defaults();
     rcfg.mode = mode;
-    SHE_TRY(she_reward_weights_parse("rl.weights", she_conf_get(c, "rl.weights"), rcfg.weight, errstr,
-                                     errstr_size));
+    SHE_TRY(she_reward_weights_parse("rl.weights", she_conf_get(c, "rl.weights"), rcfg.weight,
+                                     errstr, errstr_size));
     rcfg.format_penalty = (float)she_conf_get_double(c, "rl.format.penalty");
     SHE_TRY(she_rewarder_new(&rcfg, r->tok, r->rm, r->brands, r->materials, &r->rw, errstr,
                              errstr_size));
